@@ -1,0 +1,128 @@
+#include "core/gemm.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+
+namespace seqmix {
+
+namespace {
+
+int64_t stride_a(const GemmShape& s) { return s.batch_stride_a >= 0 ? s.batch_stride_a : s.M * s.K; }
+int64_t stride_b(const GemmShape& s) { return s.batch_stride_b >= 0 ? s.batch_stride_b : s.K * s.N; }
+int64_t stride_c(const GemmShape& s) { return s.batch_stride_c >= 0 ? s.batch_stride_c : s.M * s.N; }
+
+// Plain loop: C[m, n] (+)= sum_k op(A)[m, k] op(B)[k, n], accumulated in T.
+template <class T>
+void gemm_loops(const GemmShape& s, const T* A, const T* B, T* C, bool accumulate) {
+  const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t m = 0; m < s.M; ++m) {
+      const T* a = A + b * sa;
+      const T* bm = B + b * sb;
+      T* c = C + b * sc + m * s.N;
+      for (int64_t n = 0; n < s.N; ++n) {
+        T acc = 0;
+        for (int64_t k = 0; k < s.K; ++k) {
+          T av = s.trans_a ? a[k * s.M + m] : a[m * s.K + k];
+          T bv = s.trans_b ? bm[n * s.K + k] : bm[k * s.N + n];
+          acc += av * bv;
+        }
+        c[n] = accumulate ? c[n] + acc : acc;
+      }
+    }
+  }
+}
+
+struct DnnlContext {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::mutex mutex;
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool>;
+  std::map<Key, std::shared_ptr<dnnl::matmul>> cache;
+};
+
+DnnlContext& dnnl_context() {
+  static DnnlContext ctx;
+  return ctx;
+}
+
+// oneDNN describes a transposed operand by its strides, so one primitive covers
+// every transpose combination without copies.
+std::shared_ptr<dnnl::matmul> matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool accumulate) {
+  using dnnl::memory;
+  const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
+  DnnlContext::Key key{s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b, sa, sb, sc, accumulate};
+  std::lock_guard<std::mutex> lock(ctx.mutex);
+  auto it = ctx.cache.find(key);
+  if (it != ctx.cache.end()) return it->second;
+  const int64_t batch_b = sb == 0 ? 1 : s.batch;
+  memory::desc a_md({s.batch, s.M, s.K}, memory::data_type::f32,
+                    s.trans_a ? memory::dims{sa, 1, s.M} : memory::dims{sa, s.K, 1});
+  memory::desc b_md({batch_b, s.K, s.N}, memory::data_type::f32,
+                    s.trans_b ? memory::dims{sb == 0 ? s.K * s.N : sb, 1, s.K}
+                              : memory::dims{sb == 0 ? s.K * s.N : sb, s.N, 1});
+  memory::desc c_md({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1});
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  dnnl::matmul::desc desc(a_md, b_md, c_md);
+  dnnl::matmul::primitive_desc pd(desc, attr, ctx.engine);
+  auto prim = std::make_shared<dnnl::matmul>(pd);
+  ctx.cache.emplace(key, prim);
+  return prim;
+}
+
+}  // namespace
+
+void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool accumulate) {
+  if (s.batch == 0 || s.M == 0 || s.N == 0) return;
+  if (s.K == 0) {
+    if (!accumulate)
+      for (int64_t b = 0; b < s.batch; ++b)
+        for (int64_t i = 0; i < s.M * s.N; ++i) C[b * stride_c(s) + i] = 0;
+    return;
+  }
+  DnnlContext& ctx = dnnl_context();
+  auto prim = matmul_primitive(ctx, s, accumulate);
+  using dnnl::memory;
+  const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
+  const int64_t batch_b = sb == 0 ? 1 : s.batch;
+  memory::desc a_md({s.batch, s.M, s.K}, memory::data_type::f32,
+                    s.trans_a ? memory::dims{sa, 1, s.M} : memory::dims{sa, s.K, 1});
+  memory::desc b_md({batch_b, s.K, s.N}, memory::data_type::f32,
+                    s.trans_b ? memory::dims{sb == 0 ? s.K * s.N : sb, 1, s.K}
+                              : memory::dims{sb == 0 ? s.K * s.N : sb, s.N, 1});
+  memory::desc c_md({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1});
+  memory a_mem(a_md, ctx.engine, const_cast<float*>(A));
+  memory b_mem(b_md, ctx.engine, const_cast<float*>(B));
+  memory c_mem(c_md, ctx.engine, C);
+  // Fused kernels may call gemm from inside their own parallel loops; each such
+  // call gets a stream of its own (oneDNN then runs it on the calling thread).
+  if (omp_in_parallel()) {
+    dnnl::stream stream(ctx.engine);
+    prim->execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    stream.wait();
+  } else {
+    prim->execute(ctx.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    ctx.stream.wait();
+  }
+}
+
+void gemm(const GemmShape& s, const double* A, const double* B, double* C, bool accumulate) {
+  gemm_loops(s, A, B, C, accumulate);
+}
+
+void gemm_naive(const GemmShape& s, const float* A, const float* B, float* C, bool accumulate) {
+  gemm_loops(s, A, B, C, accumulate);
+}
+
+}  // namespace seqmix
