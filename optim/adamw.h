@@ -1,0 +1,65 @@
+// Adam and AdamW with PyTorch semantics (torch.optim.Adam / AdamW):
+//   adam:  g <- g + wd * p                     (L2 penalty folded into the gradient)
+//   adamw: p <- p * (1 - lr * wd)              (decoupled weight decay)
+//   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+//   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// Parameters are split into two groups by SPEC section 1's rule: decay only
+// tensors of two or more dimensions that are not SSM parameters.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "layers/module.h"
+
+namespace seqmix {
+
+struct AdamOptions {
+  bool decoupled = true;  // true: AdamW, false: Adam
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+// SPEC 1: weight decay applies to parameters of 2+ dimensions, except
+// *.ssm_shift.*, *.ssm_diag.*, *.A_log, *.D; never to biases or norm weights.
+bool decays_by_default(const std::string& name, const Tensor& param);
+
+class Adam {
+ public:
+  struct Slot {
+    std::string name;
+    Tensor param;
+    Tensor m, v;  // float32 moments, same shape as param
+    bool decay;
+  };
+
+  Adam(const NamedTensors& params, const AdamOptions& opt);
+
+  // One update at learning rate lr from the parameters' current gradients.
+  // A parameter without a gradient (nothing flowed into it) is left untouched,
+  // as in PyTorch.
+  void step(double lr);
+  void zero_grad();
+
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t s) { step_ = s; }
+  std::vector<Slot>& slots() { return slots_; }
+  const std::vector<Slot>& slots() const { return slots_; }
+  const AdamOptions& options() const { return opt_; }
+
+ private:
+  AdamOptions opt_;
+  std::vector<Slot> slots_;
+  int64_t step_ = 0;
+};
+
+// Scales every gradient by min(1, max_norm / (norm + 1e-6)) as
+// torch.nn.utils.clip_grad_norm_ does; returns the norm before clipping.
+// The sum of squares is accumulated in double in a fixed order.
+double clip_grad_norm(const NamedTensors& params, double max_norm);
+double grad_norm(const NamedTensors& params);
+
+}  // namespace seqmix
