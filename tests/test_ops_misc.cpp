@@ -1,0 +1,480 @@
+// embedding, cross_entropy, dropout, causal_conv1d: float64 gradient checks at
+// awkward shapes (table-driven), float32 forward and backward against
+// plain-loop twins, thread-count independence, and error messages.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <tuple>
+
+#include "core/ops.h"
+#include "core/tape.h"
+#include "tests/support/gradcheck.h"
+
+using namespace seqmix;
+using namespace seqmix::testing;
+
+namespace {
+
+// ---- helpers independent of the ops under test ----
+
+// Runs the tape backward with dL/dy = gy through a node of its own.
+void backward_from(const Tensor& y, const Tensor& gy) {
+  Tensor loss = Tensor::zeros({}, y.dtype());
+  record({&loss}, [y, gy](const std::vector<Tensor>& g) {
+    Tensor d = y.grad_buffer();
+    for (int64_t i = 0; i < d.numel(); ++i) {
+      if (d.dtype() == DType::f32)
+        d.f32()[i] += gy.f32()[i] * g[0].f32()[0];
+      else
+        d.f64()[i] += gy.f64()[i] * g[0].f64()[0];
+    }
+  });
+  backward(loss);
+}
+
+Tensor ids_tensor(const Shape& shape, const std::vector<int32_t>& v) { return Tensor::from_vector(shape, v); }
+
+Tensor random_ids(const Shape& shape, int64_t V, Generator& gen) {
+  std::vector<int32_t> v(static_cast<size_t>(shape_numel(shape)));
+  for (auto& x : v) x = static_cast<int32_t>(gen.randint(0, V));
+  return Tensor::from_vector(shape, v);
+}
+
+// Bit-for-bit equality of two tensors' values.
+::testing::AssertionResult same_values(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape())
+    return ::testing::AssertionFailure() << "shapes differ: " << shape_str(a.shape()) << " vs " << shape_str(b.shape());
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (a.item(i) != b.item(i))
+      return ::testing::AssertionFailure() << "element " << i << ": " << a.item(i) << " vs " << b.item(i);
+  return ::testing::AssertionSuccess();
+}
+
+template <class F>
+void expect_shape_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected a ShapeError";
+  } catch (const ShapeError& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+
+// Runs f once with 1 OpenMP thread and once with 2, restoring the setting.
+template <class F>
+void with_threads(int n, F&& f) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(n);
+  f();
+  omp_set_num_threads(saved);
+}
+
+// ---- float64 gradient checks, one line per case ----
+
+struct GradCase {
+  std::string name;
+  std::vector<Shape> shapes;  // float64 inputs requiring a gradient
+  GradFn f;
+  double lo = -1, hi = 1;     // input range
+};
+
+class MiscOpGrad : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(MiscOpGrad, MatchesFiniteDifferences) {
+  const GradCase& c = GetParam();
+  Generator gen(21);
+  std::vector<Tensor> inputs;
+  for (const Shape& s : c.shapes) inputs.push_back(rand_f64(s, gen, c.lo, c.hi));
+  EXPECT_TRUE(gradcheck(c.f, inputs));
+}
+
+GradFn embed(Tensor ids) {
+  return [ids](const std::vector<Tensor>& in) { return embedding(ids, in[0]); };
+}
+GradFn xent(Tensor labels) {
+  return [labels](const std::vector<Tensor>& in) { return cross_entropy(in[0], labels); };
+}
+// A fresh generator per call: every evaluation of the finite differences sees
+// the same mask.
+GradFn drop(double p) {
+  return [p](const std::vector<Tensor>& in) {
+    Generator g(77, 5);
+    return dropout(in[0], p, true, g);
+  };
+}
+GradFn conv(bool with_bias) {
+  return [with_bias](const std::vector<Tensor>& in) {
+    return causal_conv1d(in[0], in[1], with_bias ? in[2] : Tensor());
+  };
+}
+
+std::vector<GradCase> grad_cases() {
+  Generator gen(5);
+  const int32_t I = kIgnoreLabel;
+  std::vector<GradCase> cases = {
+      {"embedding_1x1", {{1, 1}}, embed(ids_tensor({1}, {0}))},
+      {"embedding_repeats", {{7, 3}}, embed(ids_tensor({3, 5}, {0, 6, 6, 2, 0, 1, 1, 1, 6, 3, 0, 0, 5, 4, 6}))},
+      {"embedding_17x67", {{17, 67}}, embed(random_ids({2, 1, 7}, 17, gen))},
+      {"embedding_scalar_id", {{5, 2}}, embed(ids_tensor({}, {3}))},
+      {"xent_single_class", {{3, 1}}, xent(ids_tensor({3}, {0, 0, I}))},
+      {"xent_some_ignored", {{5, 7}}, xent(ids_tensor({5}, {3, I, 0, 6, I}))},
+      {"xent_batched", {{2, 3, 17}}, xent(random_ids({2, 3}, 17, gen))},
+      {"xent_1d", {{67}}, xent(ids_tensor({}, {66}))},
+      {"xent_all_ignored", {{4, 5}}, xent(ids_tensor({4}, {I, I, I, I}))},
+      {"xent_large_logits", {{3, 17}}, xent(ids_tensor({3}, {16, 0, 8})), -30, 30},
+      {"dropout_p0.5", {{3, 17}}, drop(0.5)},
+      {"dropout_p0.1_odd", {{67}}, drop(0.1)},
+      {"dropout_one", {{1}}, drop(0.3)},
+  };
+  // (B, L, C, K), L < K included; with bias and without.
+  for (auto [B, L, C, K] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+           {1, 1, 1, 1}, {1, 2, 3, 4}, {3, 5, 7, 3}, {3, 17, 5, 4}, {1, 17, 67, 2}, {3, 3, 17, 4}, {3, 1, 2, 2}}) {
+    const std::string n =
+        std::to_string(B) + "x" + std::to_string(L) + "x" + std::to_string(C) + "_K" + std::to_string(K);
+    cases.push_back({"conv_" + n, {{B, L, C}, {C, K}, {C}}, conv(true)});
+  }
+  cases.push_back({"conv_nobias_3x5x7_K4", {{3, 5, 7}, {7, 4}}, conv(false)});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, MiscOpGrad, ::testing::ValuesIn(grad_cases()), [](const auto& info) {
+  std::string s = info.param.name;
+  for (char& ch : s)
+    if (ch == '.') ch = '_';
+  return s;
+});
+
+// ---- embedding ----
+
+TEST(Embedding, MatchesNaiveFloat32) {
+  for (auto [V, D, ids_shape] : {std::tuple<int64_t, int64_t, Shape>{1, 1, {3}}, {17, 67, {3, 17}},
+                                 {50, 130, {4, 300}}}) {
+    Generator gen(2);
+    Tensor w = rand_f32({V, D}, gen, -1, 1, true);
+    Tensor ids = random_ids(ids_shape, V, gen);
+    Tensor y = embedding(ids, w);
+    Shape expect = ids_shape;
+    expect.push_back(D);
+    ASSERT_EQ(y.shape(), expect);
+    const int64_t N = ids.numel();
+    Tensor ref = Tensor::empty(expect);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t d = 0; d < D; ++d) ref.f32()[n * D + d] = w.f32()[ids.i32()[n] * D + d];
+    EXPECT_TRUE(same_values(y, ref));
+    Tensor gy = rand_f32(expect, gen);
+    backward_from(y, gy);
+    // The kernel adds the positions of one id in ascending order, as here: exact.
+    Tensor dw = Tensor::zeros({V, D});
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t d = 0; d < D; ++d) dw.f32()[ids.i32()[n] * D + d] += gy.f32()[n * D + d];
+    EXPECT_TRUE(same_values(w.grad(), dw)) << "V=" << V << " D=" << D;
+  }
+}
+
+TEST(Embedding, BackwardIsBitIdenticalForOneAndTwoThreads) {
+  Generator gen(6);
+  Tensor w = rand_f32({9, 257}, gen, -1, 1, true);
+  Tensor ids = random_ids({8, 250}, 9, gen);
+  Tensor gy = rand_f32({8, 250, 257}, gen);
+  std::vector<Tensor> grads;
+  for (int t : {1, 2})
+    with_threads(t, [&] {
+      w.zero_grad();
+      backward_from(embedding(ids, w), gy);
+      grads.push_back(w.grad());
+    });
+  EXPECT_TRUE(same_values(grads[0], grads[1]));
+}
+
+TEST(Embedding, RejectsOutOfRangeIds) {
+  Tensor w = Tensor::zeros({7, 3});
+  expect_shape_error([&] { embedding(ids_tensor({2, 3}, {0, 1, 2, 3, 9, 5}), w); },
+                     {"embedding", "id 9", "position 4", "(1, 1)", "V = 7"});
+  expect_shape_error([&] { embedding(ids_tensor({2}, {-1, 0}), w); }, {"embedding", "id -1", "position 0"});
+  expect_shape_error([&] { embedding(Tensor::zeros({2}), w); }, {"embedding", "int32", "float32"});
+  expect_shape_error([&] { embedding(ids_tensor({1}, {0}), Tensor::zeros({7})); }, {"embedding", "(7)", "(V, D)"});
+}
+
+// ---- cross_entropy ----
+
+// Naive oracle in double: log-softmax per row, mean NLL over non-ignored rows,
+// and the gradient (softmax - onehot) / count.
+std::pair<double, Tensor> cross_entropy_naive(const Tensor& logits, const Tensor& labels) {
+  const int64_t V = logits.size(-1), R = labels.numel();
+  Tensor grad = Tensor::zeros(logits.shape());
+  double total = 0;
+  int64_t count = 0;
+  for (int64_t r = 0; r < R; ++r) count += labels.i32()[r] != kIgnoreLabel;
+  for (int64_t r = 0; r < R; ++r) {
+    const int32_t y = labels.i32()[r];
+    if (y == kIgnoreLabel) continue;
+    double m = -INFINITY;
+    for (int64_t j = 0; j < V; ++j) m = std::max(m, logits.item(r * V + j));
+    double s = 0;
+    for (int64_t j = 0; j < V; ++j) s += std::exp(logits.item(r * V + j) - m);
+    const double lse = m + std::log(s);
+    total += lse - logits.item(r * V + y);
+    for (int64_t j = 0; j < V; ++j)
+      grad.f32()[r * V + j] = static_cast<float>((std::exp(logits.item(r * V + j) - lse) - (j == y)) / count);
+  }
+  return {count ? total / count : 0.0, grad};
+}
+
+TEST(CrossEntropy, MatchesNaiveFloat32) {
+  for (auto [rows_shape, V, lim] : {std::tuple<Shape, int64_t, double>{{1}, 1, 1.0}, {{3, 17}, 67, 5.0},
+                                    {{4, 33}, 1000, 20.0}, {{2, 5}, 7, 1.0}, {{3, 2}, 50, 100.0}}) {
+    Generator gen(4);
+    Shape ls = rows_shape;
+    ls.push_back(V);
+    Tensor logits = rand_f32(ls, gen, -lim, lim, true);
+    Tensor labels = random_ids(rows_shape, V, gen);
+    for (int64_t r = 0; r < labels.numel(); r += 3) labels.i32()[r] = kIgnoreLabel;  // every third ignored
+    Tensor loss = cross_entropy(logits, labels);
+    ASSERT_EQ(loss.shape(), Shape{});
+    auto [ref_loss, ref_grad] = cross_entropy_naive(logits, labels);
+    EXPECT_NEAR(loss.item(), ref_loss, 1e-5 * (1 + std::fabs(ref_loss)));
+    backward(loss);
+    EXPECT_TRUE(allclose(logits.grad(), ref_grad, 1e-4, 1e-6)) << "V=" << V;
+  }
+}
+
+TEST(CrossEntropy, NanLogitGivesNanLoss) {
+  // The float32 path uses its own exp (core/ops_loss.cpp): it must not turn a
+  // NaN into a finite loss.
+  for (int64_t bad : {0, 5, 8}) {
+    Tensor logits = Tensor::zeros({2, 9});
+    logits.f32()[bad] = NAN;
+    EXPECT_TRUE(std::isnan(cross_entropy(logits, ids_tensor({2}, {3, 4})).item())) << "NaN at " << bad;
+  }
+  Tensor logits = Tensor::zeros({1, 9});
+  logits.f32()[2] = -INFINITY;  // a masked class: finite loss
+  EXPECT_NEAR(cross_entropy(logits, ids_tensor({1}, {3})).item(), std::log(8.0), 1e-6);
+}
+
+TEST(CrossEntropy, AllIgnoredGivesZeroLossAndGradient) {
+  Generator gen(1);
+  Tensor logits = rand_f32({3, 5}, gen, -1, 1, true);
+  Tensor labels = ids_tensor({3}, {kIgnoreLabel, kIgnoreLabel, kIgnoreLabel});
+  Tensor loss = cross_entropy(logits, labels);
+  EXPECT_EQ(loss.item(), 0.0);
+  backward(loss);
+  ASSERT_TRUE(logits.grad().defined());
+  for (float g : logits.grad().to_f32_vector()) EXPECT_EQ(g, 0.0f);
+}
+
+TEST(CrossEntropy, LossAndGradientBitIdenticalForOneAndTwoThreads) {
+  Generator gen(3);
+  Tensor logits = rand_f32({37, 41, 53}, gen, -4, 4, true);
+  Tensor labels = random_ids({37, 41}, 53, gen);
+  std::vector<Tensor> losses, grads;
+  for (int t : {1, 2})
+    with_threads(t, [&] {
+      logits.zero_grad();
+      Tensor loss = cross_entropy(logits, labels);
+      losses.push_back(loss.clone());
+      backward(loss);
+      grads.push_back(logits.grad());
+    });
+  EXPECT_TRUE(same_values(losses[0], losses[1]));
+  EXPECT_TRUE(same_values(grads[0], grads[1]));
+}
+
+TEST(CrossEntropy, RejectsBadLabelsAndShapes) {
+  Tensor logits = Tensor::zeros({2, 3, 7});
+  expect_shape_error([&] { cross_entropy(logits, ids_tensor({2, 3}, {0, 1, kIgnoreLabel, 7, 2, 2})); },
+                     {"cross_entropy", "label 7", "position 3", "[0, 7)"});
+  expect_shape_error([&] { cross_entropy(logits, ids_tensor({2, 3}, {0, 1, 2, 3, -1, 2})); },
+                     {"cross_entropy", "label -1", "position 4"});
+  expect_shape_error([&] { cross_entropy(logits, ids_tensor({6}, {0, 1, 2, 3, 4, 5})); },
+                     {"cross_entropy", "(6)", "(2, 3)", "(2, 3, 7)"});
+  expect_shape_error([&] { cross_entropy(logits, Tensor::zeros({2, 3})); }, {"cross_entropy", "int32"});
+}
+
+// ---- dropout ----
+
+TEST(Dropout, PreservesTheMeanAndDropsAFractionP) {
+  const int64_t n = 1 << 20;
+  const double p = 0.3;
+  Tensor x = Tensor::full({n}, 1.0);
+  Generator gen(2024);
+  Tensor y = dropout(x, p, true, gen);
+  double sum = 0;
+  int64_t dropped = 0;
+  for (float v : y.to_f32_vector()) {
+    sum += v;
+    dropped += v == 0.0f;
+  }
+  // std of the mean: sqrt(p / (1 - p) / n) = 6.4e-4; of the dropped fraction 4.5e-4.
+  EXPECT_NEAR(sum / n, 1.0, 4e-3);
+  EXPECT_NEAR(static_cast<double>(dropped) / n, p, 3e-3);
+  EXPECT_EQ(gen.counter(), static_cast<uint64_t>(n));  // one counter per element
+}
+
+TEST(Dropout, MaskIsTheSameForOneAndTwoThreads) {
+  Generator gen(0);
+  Tensor x = rand_f32({3, 1000, 67}, gen, 0.5, 1.5);  // no zeros, so a zero output means dropped
+  std::vector<Tensor> outs;
+  for (int t : {1, 2})
+    with_threads(t, [&] {
+      Generator g(99, 123);
+      outs.push_back(dropout(x, 0.4, true, g));
+    });
+  EXPECT_TRUE(same_values(outs[0], outs[1]));
+}
+
+TEST(Dropout, MatchesNaiveMaskForwardAndBackwardFloat32) {
+  Generator gen(8);
+  const double p = 0.25;
+  Tensor x = rand_f32({5, 67, 101}, gen, -1, 1, true);
+  Generator dg(31337, 1000);
+  Tensor y = dropout(x, p, true, dg);
+  EXPECT_EQ(dg.counter(), 1000u + static_cast<uint64_t>(x.numel()));
+  Tensor gy = rand_f32(x.shape(), gen);
+  backward_from(y, gy);
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  Tensor y_ref = Tensor::empty(x.shape()), dx_ref = Tensor::empty(x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const bool keep = u64_to_unit(hash_counter(31337, 1000 + static_cast<uint64_t>(i))) >= p;
+    y_ref.f32()[i] = keep ? x.f32()[i] * scale : 0.0f;
+    dx_ref.f32()[i] = keep ? gy.f32()[i] * scale : 0.0f;
+  }
+  EXPECT_TRUE(same_values(y, y_ref));
+  EXPECT_TRUE(same_values(x.grad(), dx_ref));
+  // The next call draws fresh counters: a different mask.
+  Tensor y2 = dropout(x, p, true, dg);
+  EXPECT_FALSE(same_values(y, y2));
+}
+
+TEST(Dropout, IdentityWhenOffOrPZero) {
+  tape().clear();
+  Generator init(1);
+  Tensor x = rand_f32({4, 5}, init, -1, 1, true);
+  Generator gen(1);
+  Tensor a = dropout(x, 0.0, true, gen);
+  Tensor b = dropout(x, 0.5, false, gen);
+  EXPECT_TRUE(a.same_storage(x));
+  EXPECT_EQ(a.impl(), x.impl());  // x itself, not a copy or a view
+  EXPECT_EQ(b.impl(), x.impl());
+  EXPECT_EQ(tape().size(), 0u);
+  EXPECT_EQ(gen.counter(), 0u);  // no draws
+}
+
+TEST(Dropout, RejectsPOutsideZeroOne) {
+  Generator gen(1);
+  Tensor x = Tensor::zeros({3});
+  expect_shape_error([&] { dropout(x, 1.0, true, gen); }, {"dropout", "p = 1", "0 <= p < 1"});
+  expect_shape_error([&] { dropout(x, -0.1, true, gen); }, {"dropout", "p = -0.1"});
+  expect_shape_error([&] { dropout(x, NAN, false, gen); }, {"dropout"});
+}
+
+// ---- causal_conv1d ----
+
+// Naive twins: the definition as plain loops, in double.
+Tensor conv_naive(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), K = w.size(1);
+  Tensor y = Tensor::empty(x.shape());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        double acc = bias.defined() ? bias.f32()[c] : 0.0;
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t s = t - K + 1 + j;
+          if (s >= 0) acc += double(w.f32()[c * K + j]) * x.f32()[(b * L + s) * C + c];
+        }
+        y.f32()[(b * L + t) * C + c] = static_cast<float>(acc);
+      }
+  return y;
+}
+
+// Backward by scattering each output's gradient to everything it read.
+void conv_backward_naive(Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x, const Tensor& w) {
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), K = w.size(1);
+  std::vector<double> gx(x.numel(), 0.0), gw(w.numel(), 0.0), gb(C, 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        const double g = dy.f32()[(b * L + t) * C + c];
+        gb[c] += g;
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t s = t - K + 1 + j;
+          if (s < 0) continue;
+          gx[(b * L + s) * C + c] += g * w.f32()[c * K + j];
+          gw[c * K + j] += g * x.f32()[(b * L + s) * C + c];
+        }
+      }
+  dx = Tensor::from_vector(x.shape(), std::vector<float>(gx.begin(), gx.end()));
+  dw = Tensor::from_vector(w.shape(), std::vector<float>(gw.begin(), gw.end()));
+  db = Tensor::from_vector({C}, std::vector<float>(gb.begin(), gb.end()));
+}
+
+TEST(CausalConv1d, MatchesNaiveFloat32) {
+  for (auto [B, L, C, K] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+           {1, 2, 17, 4}, {3, 67, 67, 4}, {2, 200, 130, 3}, {1, 1, 1, 1}, {3, 33, 65, 2}}) {
+    Generator gen(12);
+    Tensor x = rand_f32({B, L, C}, gen, -1, 1, true);
+    Tensor w = rand_f32({C, K}, gen, -1, 1, true);
+    Tensor bias = rand_f32({C}, gen, -1, 1, true);
+    Tensor y = causal_conv1d(x, w, bias);
+    EXPECT_TRUE(allclose(y, conv_naive(x, w, bias), 1e-5, 1e-6)) << B << "x" << L << "x" << C << " K=" << K;
+    Tensor gy = rand_f32(y.shape(), gen);
+    backward_from(y, gy);
+    Tensor dx, dw, db;
+    conv_backward_naive(dx, dw, db, gy, x, w);
+    EXPECT_TRUE(allclose(x.grad(), dx, 1e-5, 1e-6)) << "dx " << B << "x" << L << "x" << C << " K=" << K;
+    EXPECT_TRUE(allclose(w.grad(), dw, 1e-5, 1e-5)) << "dw";
+    EXPECT_TRUE(allclose(bias.grad(), db, 1e-5, 1e-5)) << "db";
+  }
+}
+
+TEST(CausalConv1d, NoBiasAndPartialGradients) {
+  Generator gen(13);
+  Tensor x = rand_f32({2, 9, 5}, gen, -1, 1, false);  // only w needs a gradient
+  Tensor w = rand_f32({5, 3}, gen, -1, 1, true);
+  Tensor y = causal_conv1d(x, w);
+  EXPECT_TRUE(allclose(y, conv_naive(x, w, Tensor()), 1e-5, 1e-6));
+  Tensor gy = rand_f32(y.shape(), gen);
+  backward_from(y, gy);
+  Tensor dx, dw, db;
+  conv_backward_naive(dx, dw, db, gy, x, w);
+  EXPECT_TRUE(allclose(w.grad(), dw, 1e-5, 1e-5));
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(CausalConv1d, GradientsBitIdenticalForOneAndTwoThreads) {
+  Generator gen(14);
+  Tensor x = rand_f32({3, 100, 96}, gen, -1, 1, true);
+  Tensor w = rand_f32({96, 4}, gen, -1, 1, true);
+  Tensor bias = rand_f32({96}, gen, -1, 1, true);
+  Tensor gy = rand_f32({3, 100, 96}, gen);
+  std::vector<Tensor> out;
+  for (int t : {1, 2})
+    with_threads(t, [&] {
+      x.zero_grad();
+      w.zero_grad();
+      bias.zero_grad();
+      Tensor y = causal_conv1d(x, w, bias);
+      out.push_back(y);
+      backward_from(y, gy);
+      out.push_back(x.grad());
+      out.push_back(w.grad());
+      out.push_back(bias.grad());
+    });
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(same_values(out[i], out[4 + i])) << "tensor " << i;
+}
+
+TEST(CausalConv1d, RejectsBadShapes) {
+  Tensor x = Tensor::zeros({2, 5, 4});
+  expect_shape_error([&] { causal_conv1d(Tensor::zeros({5, 4}), Tensor::zeros({4, 3})); },
+                     {"causal_conv1d", "(5, 4)", "(B, L, C)"});
+  expect_shape_error([&] { causal_conv1d(x, Tensor::zeros({3, 3})); }, {"causal_conv1d", "(3, 3)", "(4, K)"});
+  expect_shape_error([&] { causal_conv1d(x, Tensor::zeros({4, 0})); }, {"causal_conv1d", "(4, 0)", "K >= 1"});
+  expect_shape_error([&] { causal_conv1d(x, Tensor::zeros({4, 3}), Tensor::zeros({5})); },
+                     {"causal_conv1d", "bias", "(5)", "(4)"});
+  expect_shape_error([&] { causal_conv1d(x, Tensor::zeros({4, 3}, DType::f64)); }, {"causal_conv1d", "mixed dtypes"});
+}
+
+}  // namespace
