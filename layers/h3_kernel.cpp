@@ -1,0 +1,952 @@
+// H3's sequence-mixing core (SPEC 2.4): the shift SSM as a direct causal filter
+// and the diagonal SSM as a complex recurrence with chunk checkpoints, each one
+// fused op with its hand-written backward beside it. Backward passes accumulate
+// (+=) into gradient buffers (the tape zeroes them once per step) and skip the
+// inputs that need no gradient.
+//
+// Method choice, measured at B=8, L=1024, D=256, N=64, float32, one thread (CPU
+// time; SSE4.2 baseline):
+// - Shift SSM: the filter has only N taps, so a direct causal convolution
+//   (B*L*D*N multiply-adds) on channel tiles packed into contiguous slabs:
+//   forward 17 ms, backward 24 ms.
+// - Diagonal SSM: its kernel K_h has length L, so a direct convolution costs L/2
+//   multiply-adds per output and as much again for each of du and dK in the
+//   backward; a blocked direct convolution over 16-channel slabs measured 81 ms
+//   for the forward alone (~240 ms with its backward). The recurrence costs
+//   11 flops per complex mode and step whatever L is: forward 37 ms, backward
+//   100 ms, so it wins from L ~ 450 up and grows linearly in L (a direct
+//   convolution would be faster below L ~ 400). It also yields the exact
+//   parameter gradients directly, without an L x L correlation for dK. States
+//   are kept only every kChunk steps; the backward recomputes them inside a
+//   chunk. SSE lanes run over channels, the time loop stays sequential, OpenMP
+//   runs over (batch, group of heads).
+#include "layers/h3_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <cstring>
+#include <string>
+
+#include "core/tape.h"
+
+namespace seqmix {
+
+namespace {
+
+using cplx = std::complex<double>;
+
+constexpr int64_t kChunk = 32;  // checkpoint spacing: states kept = L/32 per channel
+constexpr int64_t kLanes = 16;  // channels per task: state + coefficients ~16 KB, fits L1
+constexpr int64_t kTile = 16;   // channel tile of the shift filter: 4 SSE accumulators
+// Below this many multiply-adds a loop runs on one thread: a fork/join costs
+// microseconds (far more on a loaded machine) and the gradient checks run
+// thousands of tiny forwards. Results do not depend on the thread count.
+constexpr int64_t kParallelWork = 1 << 16;
+
+std::string sh(const Tensor& t) { return t.defined() ? shape_str(t.shape()) : std::string("undefined"); }
+
+// ---------------------------------------------------------------------------
+// Parameter checks and the parameter -> filter / coefficient maps (double).
+// ---------------------------------------------------------------------------
+
+int64_t d_state_of(const H3SsmParams& p) { return p.shift_B.size(1); }
+
+}  // namespace
+
+void h3_check_params(const char* op, const H3SsmParams& p, int64_t D) {
+  const Tensor* all[] = {&p.shift_B, &p.shift_C, &p.shift_D, &p.log_dt, &p.inv_A_real,
+                         &p.A_imag,  &p.diag_B,  &p.diag_C,  &p.diag_D};
+  for (const Tensor* t : all)
+    if (!t->defined()) throw ShapeError(std::string(op) + ": an SSM parameter is undefined");
+  check_same_dtype(op, {&p.shift_B, &p.shift_C, &p.shift_D, &p.log_dt, &p.inv_A_real, &p.A_imag, &p.diag_B,
+                        &p.diag_C, &p.diag_D});
+  const int64_t dh = p.head_dim;
+  if (dh < 1 || D % dh != 0)
+    throw ShapeError(std::string(op) + ": head_dim " + std::to_string(dh) + " must divide d_model " +
+                     std::to_string(D));
+  if (p.shift_B.ndim() != 2 || p.shift_B.size(0) != D || p.shift_B.size(1) < 2 || p.shift_B.size(1) % 2 != 0)
+    throw ShapeError(std::string(op) + ": ssm_shift.B " + sh(p.shift_B) + ", expected (" + std::to_string(D) +
+                     ", N) with N even and >= 2");
+  const int64_t N = p.shift_B.size(1), Nh = N / 2, H = D / dh;
+  check_shape(op, "ssm_shift.C", p.shift_C, {D, N});
+  check_shape(op, "ssm_shift.D", p.shift_D, {D});
+  check_shape(op, "ssm_diag.log_dt", p.log_dt, {H});
+  check_shape(op, "ssm_diag.inv_A_real", p.inv_A_real, {H, Nh});
+  check_shape(op, "ssm_diag.A_imag", p.A_imag, {H, Nh});
+  check_shape(op, "ssm_diag.B", p.diag_B, {H, Nh, 2});
+  check_shape(op, "ssm_diag.C", p.diag_C, {H, Nh, 2});
+  check_shape(op, "ssm_diag.D", p.diag_D, {H});
+}
+
+std::vector<double> h3_shift_filter(const H3SsmParams& p) {
+  const int64_t D = p.shift_B.size(0), N = p.shift_B.size(1);
+  const std::vector<double> B = p.shift_B.to_f64_vector(), C = p.shift_C.to_f64_vector();
+  std::vector<double> f(D * N, 0.0);
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t l = 0; l < N; ++l) {
+      double acc = 0;
+      for (int64_t m = 0; m + l < N; ++m) acc += B[d * N + m] * C[d * N + m + l];
+      f[d * N + l] = acc;
+    }
+  return f;
+}
+
+H3DiagCoeffs h3_diag_coeffs(const H3SsmParams& p) {
+  H3DiagCoeffs c;
+  c.H = p.log_dt.size(0);
+  c.Nh = p.inv_A_real.size(1);
+  const std::vector<double> log_dt = p.log_dt.to_f64_vector(), iar = p.inv_A_real.to_f64_vector(),
+                            aim = p.A_imag.to_f64_vector(), Bv = p.diag_B.to_f64_vector(),
+                            Cv = p.diag_C.to_f64_vector();
+  const int64_t n_all = c.H * c.Nh;
+  c.ar.resize(n_all), c.ai.resize(n_all), c.br.resize(n_all), c.bi.resize(n_all), c.cr.resize(n_all),
+      c.ci.resize(n_all);
+  for (int64_t h = 0; h < c.H; ++h) {
+    const double dt = std::exp(log_dt[h]);
+    for (int64_t n = 0; n < c.Nh; ++n) {
+      const int64_t i = h * c.Nh + n;
+      const cplx A(-std::exp(iar[i]), aim[i]);
+      const cplx z = dt * A;
+      const cplx den = 1.0 - z / 2.0;
+      const cplx abar = (1.0 + z / 2.0) / den;
+      const cplx bbar = cplx(Bv[2 * i], Bv[2 * i + 1]) * dt / den;
+      c.ar[i] = abar.real(), c.ai[i] = abar.imag();
+      c.br[i] = bbar.real(), c.bi[i] = bbar.imag();
+      c.cr[i] = Cv[2 * i], c.ci[i] = Cv[2 * i + 1];
+    }
+  }
+  c.d = p.diag_D.to_f64_vector();
+  return c;
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Shift SSM.
+// ---------------------------------------------------------------------------
+
+// Shift taps transposed for channel-contiguous loops, with ssm_shift.D folded
+// into lag 0: fT[l*D + d] = f_d[l] + (l == 0) D[d].
+template <class T>
+void fill_shift_taps(T* fT /* (N, D) */, const H3SsmParams& p) {
+  const int64_t D = p.shift_B.size(0), N = p.shift_B.size(1);
+  const std::vector<double> f = h3_shift_filter(p), Ds = p.shift_D.to_f64_vector();
+  for (int64_t l = 0; l < N; ++l)
+    for (int64_t d = 0; d < D; ++d) fT[l * D + d] = static_cast<T>(f[d * N + l] + (l == 0 ? Ds[d] : 0.0));
+}
+
+// One output of the filter for a tile of kTile channels:
+// out[j] = sum_{l=0}^{lmax} f(l)[j] x(l)[j], summed over l in increasing order
+// from zero (the parallel op and the step use this same function).
+template <class T, class F, class X>
+inline void shift_tile(T* acc /* (kTile) */, int64_t lmax, F f, X x) {
+  for (int64_t j = 0; j < kTile; ++j) acc[j] = 0;
+  for (int64_t l = 0; l <= lmax; ++l) {
+    const T* fl = f(l);
+    const T* xl = x(l);
+#pragma omp simd
+    for (int64_t j = 0; j < kTile; ++j) acc[j] += fl[j] * xl[j];
+  }
+}
+
+// Copies channels [d0, d0+nd) of rows [0, L) of one batch entry into a
+// contiguous (L, kTile) slab, zero-padded. Reading the filter's N previous rows
+// straight from (B, L, D) would touch lines 4*D bytes apart, which share a
+// handful of L1 sets (D = 256: 4 sets) and evict each other every step.
+template <class T>
+inline void pack_slab(T* slab /* (L, kTile) */, const T* src /* (L, D) rows of one batch entry */, int64_t L,
+                      int64_t D, int64_t d0, int64_t nd) {
+  for (int64_t t = 0; t < L; ++t) {
+    const T* s = src + t * D + d0;
+    T* o = slab + t * kTile;
+    for (int64_t j = 0; j < nd; ++j) o[j] = s[j];
+    for (int64_t j = nd; j < kTile; ++j) o[j] = 0;
+  }
+}
+
+template <class T>
+inline void pack_taps(T* ft /* (N, kTile) */, const T* fT /* (N, D) */, int64_t N, int64_t D, int64_t d0, int64_t nd) {
+  pack_slab(ft, fT, N, D, d0, nd);
+}
+
+// kt[b,t,d] = sum_{l=0}^{min(t,N-1)} f'[l][d] k[b,t-l,d]. Tasks (batch, channel tile).
+template <class T>
+void shift_forward(T* kt /* (B, L, D) */, const T* k /* (B, L, D) */, const T* fT /* (N, D) */, int64_t Bn,
+                   int64_t L, int64_t D, int64_t N) {
+  const int64_t n_tiles = (D + kTile - 1) / kTile;
+#pragma omp parallel if (Bn * L * D * N > kParallelWork)
+  {
+    std::vector<T> slab(L * kTile), ft(N * kTile);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < Bn * n_tiles; ++task) {
+      const int64_t b = task / n_tiles, d0 = (task % n_tiles) * kTile, nd = std::min(kTile, D - d0);
+      pack_taps(ft.data(), fT, N, D, d0, nd);
+      pack_slab(slab.data(), k + b * L * D, L, D, d0, nd);
+      T acc[kTile];
+      for (int64_t t = 0; t < L; ++t) {
+        shift_tile(acc, std::min(t, N - 1), [&](int64_t l) { return ft.data() + l * kTile; },
+                   [&](int64_t l) { return slab.data() + (t - l) * kTile; });
+        T* o = kt + (b * L + t) * D + d0;
+        for (int64_t j = 0; j < nd; ++j) o[j] = acc[j];
+      }
+    }
+  }
+}
+
+// Backward of the shift filter, one pass over tasks (batch, channel tile).
+// In the forward pass kt[t] = sum_l f'[l] k[t-l], so
+//   dk[s,d]  += sum_{l=0}^{min(N-1, L-1-s)} f'[l][d] dkt[s+l,d]
+//   df'[l][d] = sum_b sum_{t>=l} dkt[b,t,d] k[b,t-l,d]
+// The tap sums are accumulated over t in T (an N x kTile block that stays in
+// L1), written per batch entry to part (double), and summed over the batch in a
+// fixed order by the caller.
+template <class T>
+void shift_backward(T* dk /* (B, L, D) or null */, double* part /* (B, N, D) or null */,
+                    const T* dkt /* (B, L, D) */, const T* k /* (B, L, D) */, const T* fT /* (N, D) */, int64_t Bn,
+                    int64_t L, int64_t D, int64_t N) {
+  const int64_t n_tiles = (D + kTile - 1) / kTile;
+#pragma omp parallel if (Bn * L * D * N > kParallelWork)
+  {
+    std::vector<T> gslab(L * kTile), kslab(part ? L * kTile : 0), ft(N * kTile), acc(N * kTile);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < Bn * n_tiles; ++task) {
+      const int64_t b = task / n_tiles, d0 = (task % n_tiles) * kTile, nd = std::min(kTile, D - d0);
+      pack_slab(gslab.data(), dkt + b * L * D, L, D, d0, nd);
+      if (dk) {
+        pack_taps(ft.data(), fT, N, D, d0, nd);
+        T row[kTile];
+        for (int64_t s = 0; s < L; ++s) {
+          shift_tile(row, std::min(N - 1, L - 1 - s), [&](int64_t l) { return ft.data() + l * kTile; },
+                     [&](int64_t l) { return gslab.data() + (s + l) * kTile; });
+          T* o = dk + (b * L + s) * D + d0;
+          for (int64_t j = 0; j < nd; ++j) o[j] += row[j];
+        }
+      }
+      if (part) {
+        pack_slab(kslab.data(), k + b * L * D, L, D, d0, nd);
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int64_t t = 0; t < L; ++t) {
+          const T* g = gslab.data() + t * kTile;
+          const int64_t lmax = std::min(t, N - 1);
+          for (int64_t l = 0; l <= lmax; ++l) {
+            const T* x = kslab.data() + (t - l) * kTile;
+            T* a = acc.data() + l * kTile;
+#pragma omp simd
+            for (int64_t j = 0; j < kTile; ++j) a[j] += g[j] * x[j];
+          }
+        }
+        for (int64_t l = 0; l < N; ++l)
+          for (int64_t j = 0; j < nd; ++j) part[(b * N + l) * D + d0 + j] = acc[l * kTile + j];
+      }
+    }
+  }
+}
+
+// Chain rule from the taps to the parameters. In the forward pass
+// f'[d][0] = sum_m B[d,m] C[d,m] + D[d] and f'[d][l] = sum_m B[d,m] C[d,m+l], so
+//   dD[d] = df[0][d],  dB[d,m] = sum_l df[l][d] C[d,m+l],  dC[d,m+l] += df[l][d] B[d,m].
+template <class T>
+void shift_param_grads(const H3SsmParams& p, const std::vector<double>& df /* (N, D) */) {
+  const int64_t D = p.shift_B.size(0), N = p.shift_B.size(1);
+  const std::vector<double> B = p.shift_B.to_f64_vector(), C = p.shift_C.to_f64_vector();
+  if (p.shift_D.requires_grad()) {
+    T* g = p.shift_D.grad_buffer().template data<T>();
+    for (int64_t d = 0; d < D; ++d) g[d] += static_cast<T>(df[d]);
+  }
+  if (p.shift_B.requires_grad()) {
+    T* g = p.shift_B.grad_buffer().template data<T>();
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t m = 0; m < N; ++m) {
+        double acc = 0;
+        for (int64_t l = 0; m + l < N; ++l) acc += df[l * D + d] * C[d * N + m + l];
+        g[d * N + m] += static_cast<T>(acc);
+      }
+  }
+  if (p.shift_C.requires_grad()) {
+    T* g = p.shift_C.grad_buffer().template data<T>();
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t i = 0; i < N; ++i) {  // i = m + l
+        double acc = 0;
+        for (int64_t m = 0; m <= i; ++m) acc += df[(i - m) * D + d] * B[d * N + m];
+        g[d * N + i] += static_cast<T>(acc);
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Diagonal SSM: coefficients, the shared step, tasks.
+// ---------------------------------------------------------------------------
+
+// The diagonal SSM runs on C = D*dh virtual channels c = h*dh*dh + d1*dh + d2:
+// each (h, d1, d2) is its own SSM sharing head h's parameters, with input
+// u = kt[h*dh+d1] v[h*dh+d2], so the inner loops run unit-stride over channels.
+struct ChannelIndex {
+  std::vector<int64_t> i1;  // (C) column h*dh + d1 of kt and q
+  std::vector<int64_t> i2;  // (C) column h*dh + d2 of v and o
+};
+
+ChannelIndex channel_index(int64_t D, int64_t dh) {
+  const int64_t C = D * dh;
+  ChannelIndex ix;
+  ix.i1.resize(C), ix.i2.resize(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t h = c / (dh * dh), d1 = (c / dh) % dh, d2 = c % dh;
+    ix.i1[c] = h * dh + d1;
+    ix.i2[c] = h * dh + d2;
+  }
+  return ix;
+}
+
+// The kernels run the recurrence on the unit-input state xi = x / Bbar:
+//   xi_t = Abar xi_{t-1} + u_t,   y_t = 2 Re(Ct xi_t) + D u_t,   Ct = C Bbar,
+// the same SSM (x_t = Bbar xi_t), whose kernel is K_h[l] = 2 Re(Ct Abar^l) as SPEC
+// writes it. Adding u to the real part replaces a complex-by-real multiply per
+// mode and step (11 instead of 14 flops per mode in the forward, 23 instead of
+// 30 in the backward), and nothing is ever divided by Bbar.
+// Table (4, Nh, C): rows Abar re, Abar im, Ct re, Ct im; then the skip D (C).
+constexpr int64_t kTabRows = 4;
+
+template <class T>
+void fill_diag_tables(T* tab, T* dexp, const H3SsmParams& p, int64_t D) {
+  const H3DiagCoeffs co = h3_diag_coeffs(p);
+  const int64_t dh = p.head_dim, C = D * dh, Nh = co.Nh;
+  for (int64_t n = 0; n < Nh; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t i = (c / (dh * dh)) * Nh + n;
+      const cplx w = cplx(co.cr[i], co.ci[i]) * cplx(co.br[i], co.bi[i]);
+      tab[(0 * Nh + n) * C + c] = static_cast<T>(co.ar[i]);
+      tab[(1 * Nh + n) * C + c] = static_cast<T>(co.ai[i]);
+      tab[(2 * Nh + n) * C + c] = static_cast<T>(w.real());
+      tab[(3 * Nh + n) * C + c] = static_cast<T>(w.imag());
+    }
+  for (int64_t c = 0; c < C; ++c) dexp[c] = static_cast<T>(co.d[c / (dh * dh)]);
+}
+
+// The coefficients of a run of channels, lanes contiguous: row r of mode n at
+// tab + r*sr + n*sn. Either a window on the global table (the step) or a task's
+// packed copy (the parallel op: rows of the global table are 4*C bytes apart
+// and would share a few L1 sets, as the shift slabs would).
+template <class T>
+struct Coefs {
+  const T* tab;
+  int64_t sr, sn;
+  const T* d;  // skip D per lane
+  const T* row(int64_t r, int64_t n) const { return tab + r * sr + n * sn; }
+};
+
+template <class T>
+Coefs<T> window_coefs(const T* tab, const T* dexp, int64_t Nh, int64_t C, int64_t c0) {
+  return Coefs<T>{tab + c0, Nh * C, C, dexp + c0};
+}
+
+template <class T>
+Coefs<T> pack_coefs(T* buf /* (Nh, 4, nc) then (nc) */, const T* tab, const T* dexp, int64_t Nh, int64_t C,
+                    int64_t c0, int64_t nc) {
+  for (int64_t n = 0; n < Nh; ++n)
+    for (int64_t r = 0; r < kTabRows; ++r)
+      std::memcpy(buf + (n * kTabRows + r) * nc, tab + (r * Nh + n) * C + c0, nc * sizeof(T));
+  T* d = buf + Nh * kTabRows * nc;
+  std::memcpy(d, dexp + c0, nc * sizeof(T));
+  return Coefs<T>{buf, nc, kTabRows * nc, d};
+}
+
+// One time step of the diagonal SSM for nc channels:
+//   xi_n <- Abar_n xi_n + u,   y = 2 Re(sum_n Ct_n xi_n) + D u.
+// xr, xi: (Nh, ld) real and imaginary state rows. The parallel op, its backward
+// recomputation and the recurrent step all call this, so the two forms perform
+// the same float operations in the same order.
+template <class T, bool kOutput, int64_t kW = 0>
+inline void diag_step(T* y /* (nc) */, T* xr, T* xi, int64_t ld, const T* u /* (nc) */, const Coefs<T>& cf,
+                      int64_t Nh, int64_t nc) {
+  // kW > 0 fixes the channel count at compile time: the lane loops unroll into
+  // straight SSE code with no trip-count logic.
+  const int64_t W = kW > 0 ? kW : nc;
+  if constexpr (kOutput)
+    for (int64_t j = 0; j < W; ++j) y[j] = 0;
+  for (int64_t n = 0; n < Nh; ++n) {
+    const T *ar = cf.row(0, n), *ai = cf.row(1, n), *wr = cf.row(2, n), *wi = cf.row(3, n);
+    T* pr = xr + n * ld;
+    T* pi = xi + n * ld;
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) {
+      const T r = ar[j] * pr[j] - ai[j] * pi[j] + u[j];
+      const T im = ar[j] * pi[j] + ai[j] * pr[j];
+      pr[j] = r;
+      pi[j] = im;
+      if constexpr (kOutput) y[j] += wr[j] * r - wi[j] * im;
+    }
+  }
+  if constexpr (kOutput)
+    for (int64_t j = 0; j < W; ++j) y[j] = 2 * y[j] + cf.d[j] * u[j];
+}
+
+struct Task {
+  int64_t b, h0, h1, c0, nc;  // batch entry, heads [h0, h1), channels [c0, c0+nc)
+};
+
+struct TaskGrid {
+  int64_t heads_per_task, tasks_per_batch, n_tasks, max_nc;
+  Task at(int64_t i, int64_t H, int64_t dh) const {
+    Task t;
+    t.b = i / tasks_per_batch;
+    t.h0 = (i % tasks_per_batch) * heads_per_task;
+    t.h1 = std::min(H, t.h0 + heads_per_task);
+    t.c0 = t.h0 * dh * dh;
+    t.nc = (t.h1 - t.h0) * dh * dh;
+    return t;
+  }
+};
+
+TaskGrid task_grid(int64_t Bn, int64_t H, int64_t dh) {
+  TaskGrid g;
+  g.heads_per_task = std::max<int64_t>(1, kLanes / (dh * dh));
+  g.tasks_per_batch = (H + g.heads_per_task - 1) / g.heads_per_task;
+  g.n_tasks = Bn * g.tasks_per_batch;
+  g.max_nc = g.heads_per_task * dh * dh;
+  return g;
+}
+
+// Each task reads its few columns of every row, one row (D floats apart) per
+// step: a 64-byte line per row and array, which the hardware prefetchers do not
+// fetch ahead at this stride. Without these hints the row misses cost about as
+// much as the recurrence itself (measured: backward 280 -> 166 ms, 1 thread).
+constexpr int64_t kPrefetchRows = 4;
+
+template <class T>
+inline void prefetch_cols(const T* row, int64_t first, int64_t count, bool write) {
+  if (write) {
+    __builtin_prefetch(row + first, 1);
+    __builtin_prefetch(row + first + count - 1, 1);
+  } else {
+    __builtin_prefetch(row + first, 0);
+    __builtin_prefetch(row + first + count - 1, 0);
+  }
+}
+
+// i1, i2: the channel index arrays offset to the run's first channel.
+template <class T>
+inline void gather_u(T* u, const T* kt_row, const T* v_row, const int64_t* i1, const int64_t* i2, int64_t nc) {
+  for (int64_t j = 0; j < nc; ++j) u[j] = kt_row[i1[j]] * v_row[i2[j]];
+}
+
+// o[t, h*dh+d2] = sum_d1 q[t, h*dh+d1] y[t,h,d1,d2]; the sum over d1 runs in
+// increasing channel order here and in the step.
+template <class T>
+inline void contract_q(T* o_row, const T* q_row, const T* y, const int64_t* i1, const int64_t* i2, int64_t nc) {
+  for (int64_t j = 0; j < nc; ++j) o_row[i2[j]] += q_row[i1[j]] * y[j];
+}
+
+// What the diagonal kernels share: the global table and the channel index.
+template <class T>
+struct DiagTables {
+  const T* tab;   // (4, Nh, C)
+  const T* dexp;  // (C)
+  const int64_t* i1;
+  const int64_t* i2;
+  int64_t C, Nh;
+};
+
+// ---------------------------------------------------------------------------
+// Diagonal SSM: forward.
+// ---------------------------------------------------------------------------
+
+template <class T, int64_t kW>
+void diag_forward_task(const Task& tk, std::vector<T>& scratch, T* o, T* ysave, T* ckpt, const T* q, const T* kt,
+                       const T* v, const DiagTables<T>& e, int64_t L, int64_t D, int64_t dh) {
+  const int64_t C = e.C, Nh = e.Nh, nck = (L + kChunk - 1) / kChunk;
+  const int64_t nc = kW > 0 ? kW : tk.nc, ld = 2 * nc, c0 = tk.c0;
+  const int64_t col0 = tk.h0 * dh, ncol = (tk.h1 - tk.h0) * dh;
+  const int64_t* i1 = e.i1 + c0;
+  const int64_t* i2 = e.i2 + c0;
+  T* xs = scratch.data();            // (Nh, 2, nc)
+  T* u = xs + Nh * ld;               // (nc)
+  T* y = u + nc;                     // (nc)
+  T* cbuf = y + nc;                  // packed coefficients
+  const Coefs<T> cf = pack_coefs(cbuf, e.tab, e.dexp, Nh, C, c0, nc);
+  std::fill(xs, xs + Nh * ld, T(0));
+  for (int64_t t = 0; t < L; ++t) {
+    const int64_t row = tk.b * L + t;
+    if (t + kPrefetchRows < L) {
+      const int64_t pf = row + kPrefetchRows;
+      prefetch_cols(kt + pf * D, col0, ncol, false);
+      prefetch_cols(v + pf * D, col0, ncol, false);
+      prefetch_cols(q + pf * D, col0, ncol, false);
+      prefetch_cols(o + pf * D, col0, ncol, true);
+      if (ysave) prefetch_cols(ysave + pf * C, c0, nc, true);
+    }
+    if (ckpt && t % kChunk == 0) {  // the state before step t, xi_{t-1}
+      T* dst = ckpt + (tk.b * nck + t / kChunk) * Nh * 2 * C;
+      for (int64_t n = 0; n < Nh; ++n) {
+        std::memcpy(dst + n * 2 * C + c0, xs + n * ld, nc * sizeof(T));
+        std::memcpy(dst + n * 2 * C + C + c0, xs + n * ld + nc, nc * sizeof(T));
+      }
+    }
+    gather_u(u, kt + row * D, v + row * D, i1, i2, nc);
+    diag_step<T, true, kW>(y, xs, xs + nc, ld, u, cf, Nh, nc);
+    if (ysave) std::memcpy(ysave + row * C + c0, y, nc * sizeof(T));
+    T* o_row = o + row * D;
+    std::fill(o_row + col0, o_row + col0 + ncol, T(0));
+    contract_q(o_row, q + row * D, y, i1, i2, nc);
+  }
+}
+
+template <class T>
+void diag_forward(T* o /* (B, L, D) */, T* ysave /* (B, L, C) or null */, T* ckpt /* (B, nck, Nh, 2, C) or null */,
+                  const T* q /* (B, L, D) */, const T* kt /* (B, L, D) */, const T* v /* (B, L, D) */,
+                  const DiagTables<T>& e, int64_t Bn, int64_t L, int64_t D, int64_t dh) {
+  const int64_t C = e.C, Nh = e.Nh, H = D / dh;
+  const TaskGrid grid = task_grid(Bn, H, dh);
+#pragma omp parallel if (Bn * L * C * Nh > kParallelWork / 4)
+  {
+    std::vector<T> scratch(grid.max_nc * (2 * Nh + 2 + kTabRows * Nh + 1));
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < grid.n_tasks; ++it) {
+      const Task tk = grid.at(it, H, dh);
+      if (tk.nc == kLanes)
+        diag_forward_task<T, kLanes>(tk, scratch, o, ysave, ckpt, q, kt, v, e, L, D, dh);
+      else
+        diag_forward_task<T, 0>(tk, scratch, o, ysave, ckpt, q, kt, v, e, L, D, dh);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Diagonal SSM: backward.
+// ---------------------------------------------------------------------------
+
+// With g_t = dL/dy_t (real) and complex gradients written as
+// dz = dL/dRe z + i dL/dIm z, the forward pass
+//   xi_t = a xi_{t-1} + u_t,   y_t = 2 Re(w xi_t) + D u_t      (a = Abar, w = Ct)
+// gives the adjoint lam_t = dL/dxi_t = 2 g_t conj(w) + conj(a) lam_{t+1}, lam_L = 0.
+// Factoring lam_t = conj(w) nu_t leaves the cheaper real-input recurrence
+//   nu_t = 2 g_t + conj(a) nu_{t+1}
+// and then
+//   du_t = Re(lam_t) + D g_t = Re(conj(w) nu_t) + D g_t,
+//   da = sum_t lam_t conj(xi_{t-1}) = conj(w) P,   P = sum_t nu_t conj(xi_{t-1}),
+//   dw = sum_t 2 g_t conj(xi_t) =: Q,               dD = sum_t g_t u_t.
+// The states are recomputed chunk by chunk from the checkpoints. P and Q are
+// accumulated in T within a chunk and in double across chunks, written to `part`
+// (one slot per batch entry and channel, no sharing) and reduced over batch and
+// head in a fixed order by the caller, which applies conj(w).
+constexpr int64_t kPartRows = 4;  // P re, P im, Q re, Q im
+
+template <class T>
+struct BackwardScratch {
+  std::vector<T> nu, xs, acc, u, g2, du, cbuf;
+  std::vector<double> accd, accD;
+  BackwardScratch(int64_t Nh, int64_t nc)
+      : nu(Nh * 2 * nc), xs((kChunk + 1) * Nh * 2 * nc), acc(kPartRows * Nh * nc), u(nc), g2(nc), du(nc),
+        cbuf(Nh * kTabRows * nc + nc), accd(kPartRows * Nh * nc), accD(nc) {}
+};
+
+template <class T, int64_t kW>
+void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T* dv, double* part, double* part_d,
+                        const T* dout, const T* ysave, const T* ckpt, const T* q, const T* kt, const T* v,
+                        const DiagTables<T>& e, int64_t L, int64_t D, int64_t dh, bool need_adjoint) {
+  const int64_t C = e.C, Nh = e.Nh, nck = (L + kChunk - 1) / kChunk;
+  const int64_t nc = kW > 0 ? kW : tk.nc, ld = 2 * nc, S = Nh * ld, c0 = tk.c0;
+  const int64_t col0 = tk.h0 * dh, ncol = (tk.h1 - tk.h0) * dh;
+  const int64_t* i1 = e.i1 + c0;
+  const int64_t* i2 = e.i2 + c0;
+  if (dq) {  // o = sum_d1 q y:  dq[h*dh+d1] += sum_d2 dout[h*dh+d2] y[h,d1,d2]
+    for (int64_t t = 0; t < L; ++t) {
+      const int64_t row = tk.b * L + t;
+      if (t + kPrefetchRows < L) {
+        const int64_t pf = row + kPrefetchRows;
+        prefetch_cols(dq + pf * D, col0, ncol, true);
+        prefetch_cols(dout + pf * D, col0, ncol, false);
+        prefetch_cols(ysave + pf * C, c0, nc, false);
+      }
+      const T* yr = ysave + row * C + c0;
+      for (int64_t j = 0; j < nc; ++j) dq[row * D + i1[j]] += dout[row * D + i2[j]] * yr[j];
+    }
+  }
+  if (!need_adjoint) return;
+  const Coefs<T> cf = pack_coefs(sc.cbuf.data(), e.tab, e.dexp, Nh, C, c0, nc);
+  T* nu = sc.nu.data();
+  T* xs = sc.xs.data();
+  T* acc = sc.acc.data();
+  T* u = sc.u.data();
+  T* g2 = sc.g2.data();
+  T* du = sc.du.data();
+  double* accd = sc.accd.data();
+  double* accD = sc.accD.data();
+  std::fill(nu, nu + S, T(0));
+  std::fill(accd, accd + kPartRows * Nh * nc, 0.0);
+  std::fill(accD, accD + nc, 0.0);
+  for (int64_t k = nck - 1; k >= 0; --k) {
+    const int64_t t0 = k * kChunk, t1 = std::min(L, t0 + kChunk);
+    // Recompute xi_{t0-1} .. xi_{t1-1} into xs[0 .. t1-t0].
+    const T* src = ckpt + (tk.b * nck + k) * Nh * 2 * C;
+    for (int64_t n = 0; n < Nh; ++n) {
+      std::memcpy(xs + n * ld, src + n * 2 * C + c0, nc * sizeof(T));
+      std::memcpy(xs + n * ld + nc, src + n * 2 * C + C + c0, nc * sizeof(T));
+    }
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t row = tk.b * L + t;
+      if (t + kPrefetchRows < t1) {
+        prefetch_cols(kt + (row + kPrefetchRows) * D, col0, ncol, false);
+        prefetch_cols(v + (row + kPrefetchRows) * D, col0, ncol, false);
+      }
+      T* cur = xs + (t - t0 + 1) * S;
+      std::memcpy(cur, cur - S, S * sizeof(T));
+      gather_u(u, kt + row * D, v + row * D, i1, i2, nc);
+      diag_step<T, false, kW>(nullptr, cur, cur + nc, ld, u, cf, Nh, nc);
+    }
+    std::fill(acc, acc + kPartRows * Nh * nc, T(0));
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      const int64_t row = tk.b * L + t;
+      if (t - kPrefetchRows >= 0) {
+        const int64_t pf = (row - kPrefetchRows) * D;
+        prefetch_cols(q + pf, col0, ncol, false);
+        prefetch_cols(dout + pf, col0, ncol, false);
+        if (dkt) prefetch_cols(dkt + pf, col0, ncol, true);
+        if (dv) prefetch_cols(dv + pf, col0, ncol, true);
+      }
+      const T* q_row = q + row * D;
+      const T* do_row = dout + row * D;
+      gather_u(u, kt + row * D, v + row * D, i1, i2, nc);
+      for (int64_t j = 0; j < nc; ++j) {
+        const T g = do_row[i2[j]] * q_row[i1[j]];  // dy from o = sum_d1 q y
+        g2[j] = 2 * g;
+        du[j] = cf.d[j] * g;
+        accD[j] += static_cast<double>(g) * static_cast<double>(u[j]);
+      }
+      const T* xprev = xs + (t - t0) * S;
+      const T* xcur = xprev + S;
+      for (int64_t n = 0; n < Nh; ++n) {
+        const T *ar = cf.row(0, n), *ai = cf.row(1, n), *wr = cf.row(2, n), *wi = cf.row(3, n);
+        T* nr = nu + n * ld;
+        T* ni = nr + nc;
+        const T* xpr = xprev + n * ld;
+        const T* xpi = xpr + nc;
+        const T* xcr = xcur + n * ld;
+        const T* xci = xcr + nc;
+        T* pq = acc + n * kPartRows * nc;  // P re, P im, Q re, Q im of mode n
+#pragma omp simd
+        for (int64_t j = 0; j < nc; ++j) {
+          const T re = ar[j] * nr[j] + ai[j] * ni[j] + g2[j];  // nu = 2 g + conj(a) nu_next
+          const T im = ar[j] * ni[j] - ai[j] * nr[j];
+          nr[j] = re;
+          ni[j] = im;
+          du[j] += wr[j] * re + wi[j] * im;    // Re(conj(w) nu)
+          pq[j] += re * xpr[j] + im * xpi[j];  // nu conj(xi_{t-1})
+          pq[nc + j] += im * xpr[j] - re * xpi[j];
+          pq[2 * nc + j] += g2[j] * xcr[j];  // 2 g conj(xi_t)
+          pq[3 * nc + j] -= g2[j] * xci[j];
+        }
+      }
+      // u = kt[h*dh+d1] v[h*dh+d2]
+      if (dkt)
+        for (int64_t j = 0; j < nc; ++j) dkt[row * D + i1[j]] += du[j] * v[row * D + i2[j]];
+      if (dv)
+        for (int64_t j = 0; j < nc; ++j) dv[row * D + i2[j]] += du[j] * kt[row * D + i1[j]];
+    }
+    for (int64_t i = 0; i < kPartRows * Nh * nc; ++i) accd[i] += acc[i];
+    // The first rows of the chunk recomputed next.
+    for (int64_t i = 0; i < kPrefetchRows && k > 0; ++i) {
+      const int64_t pf = (tk.b * L + (k - 1) * kChunk + i) * D;
+      prefetch_cols(kt + pf, col0, ncol, false);
+      prefetch_cols(v + pf, col0, ncol, false);
+    }
+  }
+  if (part) {
+    for (int64_t n = 0; n < Nh; ++n)
+      for (int64_t r = 0; r < kPartRows; ++r)
+        std::memcpy(part + ((tk.b * kPartRows + r) * Nh + n) * C + c0, accd + (n * kPartRows + r) * nc,
+                    nc * sizeof(double));
+    std::memcpy(part_d + tk.b * C + c0, accD, nc * sizeof(double));
+  }
+}
+
+template <class T>
+void diag_backward(T* dq /* (B, L, D) or null */, T* dkt /* (B, L, D) or null */, T* dv /* (B, L, D) or null */,
+                   double* part /* (B, 4, Nh, C) or null */, double* part_d /* (B, C) or null */,
+                   const T* dout /* (B, L, D) */, const T* ysave /* (B, L, C) */, const T* ckpt /* (B, nck, Nh, 2, C) */,
+                   const T* q /* (B, L, D) */, const T* kt /* (B, L, D) */, const T* v /* (B, L, D) */,
+                   const DiagTables<T>& e, int64_t Bn, int64_t L, int64_t D, int64_t dh, bool need_adjoint) {
+  const int64_t C = e.C, Nh = e.Nh, H = D / dh;
+  const TaskGrid grid = task_grid(Bn, H, dh);
+#pragma omp parallel if (Bn * L * C * Nh > kParallelWork / 4)
+  {
+    BackwardScratch<T> sc(Nh, need_adjoint ? grid.max_nc : 0);
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < grid.n_tasks; ++it) {
+      const Task tk = grid.at(it, H, dh);
+      if (tk.nc == kLanes)
+        diag_backward_task<T, kLanes>(tk, sc, dq, dkt, dv, part, part_d, dout, ysave, ckpt, q, kt, v, e, L, D, dh,
+                                      need_adjoint);
+      else
+        diag_backward_task<T, 0>(tk, sc, dq, dkt, dv, part, part_d, dout, ysave, ckpt, q, kt, v, e, L, D, dh,
+                                 need_adjoint);
+    }
+  }
+}
+
+// Chain rule from P, Q (per head and mode) and dD (per head) to the stored
+// parameters, in double. da = conj(w) P and dw = Q (see diag_backward). With
+// w = C Bbar, Bbar = B s, s = dt/den, den = 1 - z/2, z = dt A, Abar = (1 + z/2)/den:
+//   dC = conj(Bbar) dw,  dBbar = conj(C) dw,  dB = conj(s) dBbar,  ds = conj(B) dBbar
+//   dAbar/dz = 1/den^2,  ds/dz = dt/(2 den^2),  ds/ddt (explicit) = 1/den
+//   dz = conj(1/den^2) da + conj(dt/(2 den^2)) ds
+//   ddt = Re(conj(1/den) ds) + Re(conj(A) dz),   dA = dt dz
+//   A = -exp(inv_A_real) + i A_imag,  dt = exp(log_dt)
+// (for holomorphic w = f(z) the gradient pulls back as dz = conj(f'(z)) dw).
+template <class T>
+void diag_param_grads(const H3SsmParams& p, const std::vector<double>& g /* (4, H, Nh) */,
+                      const std::vector<double>& gD /* (H) */) {
+  const int64_t H = p.log_dt.size(0), Nh = p.inv_A_real.size(1);
+  const std::vector<double> log_dt = p.log_dt.to_f64_vector(), iar = p.inv_A_real.to_f64_vector(),
+                            aim = p.A_imag.to_f64_vector(), Bv = p.diag_B.to_f64_vector(),
+                            Cv = p.diag_C.to_f64_vector();
+  T* g_logdt = p.log_dt.requires_grad() ? p.log_dt.grad_buffer().template data<T>() : nullptr;
+  T* g_iar = p.inv_A_real.requires_grad() ? p.inv_A_real.grad_buffer().template data<T>() : nullptr;
+  T* g_aim = p.A_imag.requires_grad() ? p.A_imag.grad_buffer().template data<T>() : nullptr;
+  T* g_B = p.diag_B.requires_grad() ? p.diag_B.grad_buffer().template data<T>() : nullptr;
+  T* g_C = p.diag_C.requires_grad() ? p.diag_C.grad_buffer().template data<T>() : nullptr;
+  T* g_D = p.diag_D.requires_grad() ? p.diag_D.grad_buffer().template data<T>() : nullptr;
+  const int64_t HN = H * Nh;
+  for (int64_t h = 0; h < H; ++h) {
+    const double dt = std::exp(log_dt[h]);
+    double g_dt = 0;
+    for (int64_t n = 0; n < Nh; ++n) {
+      const int64_t i = h * Nh + n;
+      const double a_re = -std::exp(iar[i]);
+      const cplx A(a_re, aim[i]);
+      const cplx den = 1.0 - dt * A / 2.0;
+      const cplx s = dt / den;
+      const cplx Bd(Bv[2 * i], Bv[2 * i + 1]), Cd(Cv[2 * i], Cv[2 * i + 1]);
+      const cplx bbar = Bd * s, w = Cd * bbar;
+      const cplx ga = std::conj(w) * cplx(g[0 * HN + i], g[1 * HN + i]);
+      const cplx gw(g[2 * HN + i], g[3 * HN + i]);
+      const cplx gC = std::conj(bbar) * gw, gbbar = std::conj(Cd) * gw;
+      const cplx gBd = std::conj(s) * gbbar, gs = std::conj(Bd) * gbbar;
+      const cplx gz = std::conj(1.0 / (den * den)) * ga + std::conj(dt / (2.0 * den * den)) * gs;
+      g_dt += (std::conj(1.0 / den) * gs).real() + (std::conj(A) * gz).real();
+      const cplx gA = dt * gz;
+      if (g_iar) g_iar[i] += static_cast<T>(gA.real() * a_re);
+      if (g_aim) g_aim[i] += static_cast<T>(gA.imag());
+      if (g_B) g_B[2 * i] += static_cast<T>(gBd.real()), g_B[2 * i + 1] += static_cast<T>(gBd.imag());
+      if (g_C) g_C[2 * i] += static_cast<T>(gC.real()), g_C[2 * i + 1] += static_cast<T>(gC.imag());
+    }
+    if (g_logdt) g_logdt[h] += static_cast<T>(g_dt * dt);
+    if (g_D) g_D[h] += static_cast<T>(gD[h]);
+  }
+}
+
+void check_bld(const char* op, const char* what, const Tensor& t) {
+  if (!t.defined() || t.ndim() != 3)
+    throw ShapeError(std::string(op) + ": " + what + " " + sh(t) + ", expected (B, L, D)");
+}
+
+bool any_param_grad(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->requires_grad()) return true;
+  return false;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The ops.
+// ---------------------------------------------------------------------------
+
+Tensor h3_shift_conv(const Tensor& k, const H3SsmParams& p) {
+  const char* op = "h3_shift_conv";
+  check_bld(op, "k", k);
+  const int64_t Bn = k.size(0), L = k.size(1), D = k.size(2);
+  h3_check_params(op, p, D);
+  check_same_dtype(op, {&k, &p.shift_B});
+  const int64_t N = d_state_of(p);
+  Tensor kt = Tensor::empty(k.shape(), k.dtype());
+  dispatch_float(k.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T> fT(N * D);
+    fill_shift_taps(fT.data(), p);
+    shift_forward(kt.data<T>(), k.data<T>(), fT.data(), Bn, L, D, N);
+  });
+  if (!any_requires_grad({&k, &p.shift_B, &p.shift_C, &p.shift_D})) return kt;
+  record({&kt}, [k, p, Bn, L, D, N](const std::vector<Tensor>& g) {
+    dispatch_float(k.dtype(), "h3_shift_conv backward", [&](auto tag) {
+      using T = decltype(tag);
+      const T* dkt = g[0].data<T>();
+      std::vector<T> fT(N * D);
+      fill_shift_taps(fT.data(), p);
+      const bool need_taps = any_param_grad({&p.shift_B, &p.shift_C, &p.shift_D});
+      std::vector<double> part(need_taps ? Bn * N * D : 0);
+      shift_backward(k.requires_grad() ? k.grad_buffer().template data<T>() : nullptr,
+                     need_taps ? part.data() : nullptr, dkt, k.data<T>(), fT.data(), Bn, L, D, N);
+      if (need_taps) {
+        std::vector<double> df(N * D, 0.0);  // summed over the batch in order
+        for (int64_t b = 0; b < Bn; ++b)
+          for (int64_t i = 0; i < N * D; ++i) df[i] += part[b * N * D + i];
+        shift_param_grads<T>(p, df);
+      }
+    });
+  });
+  return kt;
+}
+
+Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3SsmParams& p) {
+  const char* op = "h3_diag_mix";
+  check_bld(op, "q", q);
+  const int64_t Bn = q.size(0), L = q.size(1), D = q.size(2);
+  check_shape(op, "kt", kt, q.shape());
+  check_shape(op, "v", v, q.shape());
+  h3_check_params(op, p, D);
+  check_same_dtype(op, {&q, &kt, &v, &p.log_dt});
+  const int64_t dh = p.head_dim, C = D * dh, Nh = d_state_of(p) / 2, nck = (L + kChunk - 1) / kChunk;
+  const bool need_grad = any_requires_grad({&q, &kt, &v, &p.log_dt, &p.inv_A_real, &p.A_imag, &p.diag_B,
+                                            &p.diag_C, &p.diag_D});
+  Tensor o = Tensor::empty(q.shape(), q.dtype());
+  Tensor tab = Tensor::empty({kTabRows * Nh * C + C}, q.dtype());  // (4, Nh, C) coefficients, then D (C)
+  Tensor ysave, ckpt;
+  if (need_grad) {
+    ysave = Tensor::empty({Bn, L, C}, q.dtype());
+    ckpt = Tensor::empty({Bn, nck, Nh, 2, C}, q.dtype());
+  }
+  const ChannelIndex ix = channel_index(D, dh);
+  dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    T* tb = tab.data<T>();
+    fill_diag_tables(tb, tb + kTabRows * Nh * C, p, D);
+    const DiagTables<T> e{tb, tb + kTabRows * Nh * C, ix.i1.data(), ix.i2.data(), C, Nh};
+    diag_forward(o.data<T>(), need_grad ? ysave.data<T>() : nullptr, need_grad ? ckpt.data<T>() : nullptr,
+                 q.data<T>(), kt.data<T>(), v.data<T>(), e, Bn, L, D, dh);
+  });
+  if (!need_grad) return o;
+  record({&o}, [q, kt, v, p, tab, ysave, ckpt, Bn, L, D, dh, C, Nh](const std::vector<Tensor>& g) {
+    dispatch_float(q.dtype(), "h3_diag_mix backward", [&](auto tag) {
+      using T = decltype(tag);
+      const ChannelIndex ix = channel_index(D, dh);
+      const T* tb = tab.data<T>();
+      const DiagTables<T> e{tb, tb + kTabRows * Nh * C, ix.i1.data(), ix.i2.data(), C, Nh};
+      const bool need_params =
+          any_param_grad({&p.log_dt, &p.inv_A_real, &p.A_imag, &p.diag_B, &p.diag_C, &p.diag_D});
+      const bool need_adjoint = need_params || kt.requires_grad() || v.requires_grad();
+      std::vector<double> part, part_d;
+      if (need_params) part.assign(Bn * kPartRows * Nh * C, 0.0), part_d.assign(Bn * C, 0.0);
+      T* dq = q.requires_grad() ? q.grad_buffer().template data<T>() : nullptr;
+      T* dkt = kt.requires_grad() ? kt.grad_buffer().template data<T>() : nullptr;
+      T* dv = v.requires_grad() ? v.grad_buffer().template data<T>() : nullptr;
+      diag_backward(dq, dkt, dv, need_params ? part.data() : nullptr, need_params ? part_d.data() : nullptr,
+                    g[0].data<T>(), ysave.data<T>(), ckpt.data<T>(), q.data<T>(), kt.data<T>(), v.data<T>(), e, Bn,
+                    L, D, dh, need_adjoint);
+      if (!need_params) return;
+      // Reduce the per-(batch, channel) partials to per-(head, mode) sums in a
+      // fixed order: batch outer, the head's dh*dh channels inner.
+      const int64_t H = D / dh, HN = H * Nh, cpH = dh * dh;
+      std::vector<double> gsum(kPartRows * HN, 0.0), gD(H, 0.0);
+      for (int64_t b = 0; b < Bn; ++b)
+        for (int64_t r = 0; r < kPartRows; ++r)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t n = 0; n < Nh; ++n) {
+              const double* src = part.data() + ((b * kPartRows + r) * Nh + n) * C + h * cpH;
+              double acc = 0;
+              for (int64_t j = 0; j < cpH; ++j) acc += src[j];
+              gsum[r * HN + h * Nh + n] += acc;
+            }
+      for (int64_t b = 0; b < Bn; ++b)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t j = 0; j < cpH; ++j) gD[h] += part_d[b * C + h * cpH + j];
+      diag_param_grads<T>(p, gsum, gD);
+    });
+  });
+  return o;
+}
+
+// ---------------------------------------------------------------------------
+// Recurrent step.
+// ---------------------------------------------------------------------------
+
+H3CoreState h3_core_state(int64_t batch, int64_t D, int64_t N, int64_t head_dim, DType dt) {
+  H3CoreState s;
+  s.kbuf = Tensor::zeros({batch, N - 1, D}, dt);
+  s.x = Tensor::zeros({batch, N / 2, 2, D * head_dim}, dt);
+  return s;
+}
+
+Tensor h3_core_step(H3CoreState& s, const Tensor& q, const Tensor& k, const Tensor& v, const H3SsmParams& p) {
+  const char* op = "h3_core_step";
+  if (!q.defined() || q.ndim() != 2) throw ShapeError(std::string(op) + ": q " + sh(q) + ", expected (B, D)");
+  const int64_t Bn = q.size(0), D = q.size(1);
+  check_shape(op, "k", k, q.shape());
+  check_shape(op, "v", v, q.shape());
+  h3_check_params(op, p, D);
+  check_same_dtype(op, {&q, &k, &v, &p.shift_B, &s.kbuf, &s.x});
+  const int64_t N = d_state_of(p), Nh = N / 2, dh = p.head_dim, C = D * dh, H = D / dh;
+  check_shape(op, "state kbuf", s.kbuf, {Bn, N - 1, D});
+  check_shape(op, "state x", s.x, {Bn, Nh, 2, C});
+  Tensor o = Tensor::empty({Bn, D}, q.dtype());
+  const ChannelIndex ix = channel_index(D, dh);
+  const int64_t t = s.t;
+  dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (t == 0 || !s.taps.defined()) {
+      s.taps = Tensor::empty({N, D}, q.dtype());
+      s.tables = Tensor::empty({kTabRows * Nh * C + C}, q.dtype());
+      fill_shift_taps(s.taps.data<T>(), p);
+      fill_diag_tables(s.tables.data<T>(), s.tables.data<T>() + kTabRows * Nh * C, p, D);
+    }
+    const T* fT = s.taps.data<T>();
+    const T* tab = s.tables.data<T>();
+    const DiagTables<T> e{tab, tab + kTabRows * Nh * C, ix.i1.data(), ix.i2.data(), C, Nh};
+    T* kb = s.kbuf.data<T>();
+    T* xs = s.x.data<T>();
+    const T *Q = q.data<T>(), *K = k.data<T>(), *V = v.data<T>();
+    T* O = o.data<T>();
+    std::vector<T> kt(Bn * D);  // (B, D)
+    // Shift SSM: the same per-row filter as the parallel op, lag l read from the
+    // buffer of past k values (lag 0 is the current k).
+    const int64_t lmax = std::min(t, N - 1);
+    for (int64_t b = 0; b < Bn; ++b) {
+      const T* kbb = kb + b * (N - 1) * D;
+      const T* kcur = K + b * D;
+      for (int64_t d0 = 0; d0 < D; d0 += kTile) {
+        const int64_t nd = std::min(kTile, D - d0);
+        auto x = [&](int64_t l) { return (l == 0 ? kcur : kbb + (l - 1) * D) + d0; };
+        if (nd == kTile) {
+          T acc[kTile];
+          shift_tile(acc, lmax, [&](int64_t l) { return fT + l * D + d0; }, x);
+          for (int64_t j = 0; j < kTile; ++j) kt[b * D + d0 + j] = acc[j];
+        } else {  // a last partial tile: per lane, the same sum in the same order
+          for (int64_t j = 0; j < nd; ++j) {
+            T a = 0;
+            for (int64_t l = 0; l <= lmax; ++l) a += fT[l * D + d0 + j] * x(l)[j];
+            kt[b * D + d0 + j] = a;
+          }
+        }
+      }
+    }
+    // Diagonal SSM per (batch, group of heads), as in the parallel op.
+    const TaskGrid grid = task_grid(Bn, H, dh);
+#pragma omp parallel for schedule(static) if (Bn * C * Nh > kParallelWork / 4)
+    for (int64_t it = 0; it < grid.n_tasks; ++it) {
+      const Task tk = grid.at(it, H, dh);
+      std::vector<T> u(tk.nc), y(tk.nc);
+      const int64_t* i1 = e.i1 + tk.c0;
+      const int64_t* i2 = e.i2 + tk.c0;
+      gather_u(u.data(), kt.data() + tk.b * D, V + tk.b * D, i1, i2, tk.nc);
+      T* xr = xs + tk.b * Nh * 2 * C + tk.c0;
+      const Coefs<T> cf = window_coefs(e.tab, e.dexp, Nh, C, tk.c0);
+      if (tk.nc == kLanes)
+        diag_step<T, true, kLanes>(y.data(), xr, xr + C, 2 * C, u.data(), cf, Nh, tk.nc);
+      else
+        diag_step<T, true, 0>(y.data(), xr, xr + C, 2 * C, u.data(), cf, Nh, tk.nc);
+      T* o_row = O + tk.b * D;
+      std::fill(o_row + tk.h0 * dh, o_row + tk.h1 * dh, T(0));
+      contract_q(o_row, Q + tk.b * D, y.data(), i1, i2, tk.nc);
+    }
+    // Shift the buffer of past k values: row 0 becomes the current k.
+    for (int64_t b = 0; b < Bn; ++b) {
+      T* kbb = kb + b * (N - 1) * D;
+      std::memmove(kbb + D, kbb, (N - 2) * D * sizeof(T));
+      std::memcpy(kbb, K + b * D, D * sizeof(T));
+    }
+  });
+  s.t += 1;
+  return o;
+}
+
+}  // namespace seqmix

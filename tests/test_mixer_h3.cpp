@@ -1,0 +1,468 @@
+// H3 mixer (SPEC 2.4): initialisation, float64 gradient checks of the whole layer,
+// the fused float32 ops against the plain-loop kernel-form reference (forward and
+// backward), parallel vs recurrent form, causality, determinism and shape errors.
+//
+// Tolerance rule for float32 against the float64 reference: every element of a
+// result tensor must satisfy |got - ref| <= rtol * max|ref| (the tensor's own
+// scale, since each element is a long sum whose rounding error scales with the
+// magnitude of its terms rather than with the possibly cancelled result), with
+// rtol = 2e-5 for outputs and 5e-5 for gradients (sums over B*L more terms);
+// measured errors are 1e-7..8e-6. In float64 the same comparison holds to
+// 1e-11 (outputs) and 1e-10 (gradients): the recurrence and its backward are
+// exact, not approximations of the kernel form. The step-by-step recurrent form
+// must match the parallel form within 1e-5 of the output scale (float32) and
+// 1e-13 (float64). The float64 gradient checks test every element of every
+// parameter and of the input (no subset): ~2 s on one thread in total.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include <omp.h>
+
+#include "core/ops.h"
+#include "core/tape.h"
+#include "layers/h3.h"
+#include "tests/support/gradcheck.h"
+#include "tests/support/reference_h3.h"
+
+using namespace seqmix;
+using namespace seqmix::testing;
+
+namespace {
+
+std::map<std::string, Tensor> param_map(const H3Mixer& m) {
+  NamedTensors ps;
+  m.named_parameters("", ps);
+  return {ps.begin(), ps.end()};
+}
+
+std::unique_ptr<H3Mixer> make_mixer(int64_t D, int64_t N, int64_t dh, DType dt, uint64_t seed, int64_t n_layers = 1) {
+  Generator gen(seed);
+  LayerInit init{&gen, n_layers, dt};
+  return std::make_unique<H3Mixer>(D, H3Options{N, dh}, init);
+}
+
+// Moves every parameter to generic random values so that each path of the
+// backward is exercised (B = e_0, zero biases and A_imag = pi n are special).
+void randomize(const H3Mixer& m, uint64_t seed) {
+  Generator gen(seed);
+  NamedTensors ps;
+  m.named_parameters("", ps);
+  const double D = static_cast<double>(m.d_model());
+  for (auto& [name, t] : ps) {
+    double lo = -1, hi = 1;
+    if (name.find("weight") != std::string::npos) lo = -1.5 / std::sqrt(D), hi = 1.5 / std::sqrt(D);
+    if (name.find("bias") != std::string::npos) lo = -0.3, hi = 0.3;
+    if (name == "ssm_shift.B" || name == "ssm_shift.C") lo = -0.7, hi = 0.7;
+    if (name == "ssm_diag.log_dt") lo = std::log(0.05), hi = std::log(0.5);
+    if (name == "ssm_diag.inv_A_real") lo = -1.5, hi = 0.5;
+    if (name == "ssm_diag.A_imag") lo = -2.5, hi = 2.5;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double x = gen.uniform(lo, hi);
+      if (t.dtype() == DType::f64) t.f64()[i] = x;
+      else t.f32()[i] = static_cast<float>(x);
+    }
+  }
+}
+
+// loss = sum(y * r) through its own tape node (no op under test involved).
+Tensor weighted_sum(const Tensor& y, const Tensor& r) {
+  Tensor out = Tensor::zeros({}, y.dtype());
+  double acc = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) acc += y.item(i) * r.item(i);
+  if (y.dtype() == DType::f64) out.f64()[0] = acc;
+  else out.f32()[0] = static_cast<float>(acc);
+  if (any_requires_grad({&y}))
+    record({&out}, [y, r](const std::vector<Tensor>& g) {
+      Tensor gb = y.grad_buffer();
+      const double go = g[0].item(0);
+      for (int64_t i = 0; i < y.numel(); ++i) {
+        if (y.dtype() == DType::f64) gb.f64()[i] += go * r.item(i);
+        else gb.f32()[i] += static_cast<float>(go * r.item(i));
+      }
+    });
+  return out;
+}
+
+::testing::AssertionResult close_to_scale(const Tensor& got, const Tensor& ref, double rtol, const char* what) {
+  if (!got.defined()) return ::testing::AssertionFailure() << what << ": no gradient";
+  if (got.shape() != ref.shape())
+    return ::testing::AssertionFailure() << what << ": shape " << shape_str(got.shape()) << " vs " << shape_str(ref.shape());
+  double scale = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) scale = std::max(scale, std::fabs(ref.item(i)));
+  double worst = 0;
+  int64_t wi = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const double e = std::fabs(got.item(i) - ref.item(i));
+    if (!(e <= worst)) worst = e, wi = i;
+  }
+  if (!(worst <= rtol * scale + 1e-30))
+    return ::testing::AssertionFailure() << what << ": element " << wi << " got " << got.item(wi) << ", reference "
+                                         << ref.item(wi) << ", error " << worst << " > " << rtol << " * scale " << scale;
+  return ::testing::AssertionSuccess();
+}
+
+// ---------------------------------------------------------------------------
+// Initialisation (SPEC 2.4 and SPEC 1).
+// ---------------------------------------------------------------------------
+
+struct Stats {
+  double mean = 0, std = 0, min = 1e300, max = -1e300;
+};
+Stats stats(const Tensor& t) {
+  Stats s;
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = t.item(i);
+    s.mean += x;
+    s.min = std::min(s.min, x);
+    s.max = std::max(s.max, x);
+  }
+  s.mean /= n;
+  for (int64_t i = 0; i < n; ++i) s.std += (t.item(i) - s.mean) * (t.item(i) - s.mean);
+  s.std = std::sqrt(s.std / n);
+  return s;
+}
+
+TEST(H3Init, NamesShapesAndOrder) {
+  auto m = make_mixer(12, 8, 2, DType::f32, 1);
+  NamedTensors ps;
+  m->named_parameters("layers.0.mixer.", ps);
+  const std::vector<std::pair<std::string, Shape>> expect = {
+      {"q_proj.weight", {12, 12}}, {"q_proj.bias", {12}},      {"k_proj.weight", {12, 12}},
+      {"k_proj.bias", {12}},       {"v_proj.weight", {12, 12}}, {"v_proj.bias", {12}},
+      {"ssm_shift.B", {12, 8}},    {"ssm_shift.C", {12, 8}},    {"ssm_shift.D", {12}},
+      {"ssm_diag.log_dt", {6}},    {"ssm_diag.inv_A_real", {6, 4}}, {"ssm_diag.A_imag", {6, 4}},
+      {"ssm_diag.B", {6, 4, 2}},   {"ssm_diag.C", {6, 4, 2}},   {"ssm_diag.D", {6}},
+      {"out_proj.weight", {12, 12}}, {"out_proj.bias", {12}}};
+  ASSERT_EQ(ps.size(), expect.size());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_EQ(ps[i].first, "layers.0.mixer." + expect[i].first);
+    EXPECT_EQ(ps[i].second.shape(), expect[i].second) << ps[i].first;
+    EXPECT_TRUE(ps[i].second.requires_grad()) << ps[i].first;
+    EXPECT_EQ(ps[i].second.dtype(), DType::f32);
+  }
+  EXPECT_EQ(m->state_size(0), 12 * 7 + 12 * 2 * 8);
+  EXPECT_EQ(m->state_size(1000), 12 * 7 + 12 * 2 * 8);
+}
+
+TEST(H3Init, Statistics) {
+  const int64_t D = 128, N = 64, dh = 2, H = D / dh, Nh = N / 2, n_layers = 4;
+  auto m = make_mixer(D, N, dh, DType::f32, 42, n_layers);
+  auto p = param_map(*m);
+  for (const char* w : {"q_proj.weight", "k_proj.weight", "v_proj.weight"}) {
+    const Stats s = stats(p[w]);
+    EXPECT_NEAR(s.mean, 0.0, 0.001) << w;
+    EXPECT_NEAR(s.std, 0.02, 0.001) << w;
+  }
+  const Stats so = stats(p["out_proj.weight"]);
+  EXPECT_NEAR(so.std, 0.02 / std::sqrt(2.0 * n_layers), 0.0005);
+  for (const char* b : {"q_proj.bias", "k_proj.bias", "v_proj.bias", "out_proj.bias"}) {
+    const Stats s = stats(p[b]);
+    EXPECT_EQ(s.min, 0.0) << b;
+    EXPECT_EQ(s.max, 0.0) << b;
+  }
+  // ssm_shift.B = e_0 in every channel.
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t n = 0; n < N; ++n) ASSERT_EQ(p["ssm_shift.B"].item(d * N + n), n == 0 ? 1.0 : 0.0);
+  const double bound = 1.0 / std::sqrt(double(N));
+  const Stats sc = stats(p["ssm_shift.C"]);
+  EXPECT_GE(sc.min, -bound);
+  EXPECT_LE(sc.max, bound);
+  EXPECT_LT(sc.min, -0.95 * bound);
+  EXPECT_GT(sc.max, 0.95 * bound);
+  EXPECT_NEAR(sc.std, bound / std::sqrt(3.0), 0.01);
+  const Stats sd = stats(p["ssm_shift.D"]);
+  EXPECT_NEAR(sd.mean, 0.0, 0.3);
+  EXPECT_NEAR(sd.std, 1.0, 0.2);
+  const Stats sdt = stats(p["ssm_diag.log_dt"]);
+  EXPECT_GE(sdt.min, std::log(0.001) - 1e-6);
+  EXPECT_LE(sdt.max, std::log(0.1) + 1e-6);
+  EXPECT_NEAR(sdt.mean, 0.5 * (std::log(0.001) + std::log(0.1)), 0.5);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t n = 0; n < Nh; ++n) {
+      const int64_t i = h * Nh + n;
+      ASSERT_FLOAT_EQ(p["ssm_diag.inv_A_real"].item(i), std::log(0.5));
+      ASSERT_FLOAT_EQ(p["ssm_diag.A_imag"].item(i), M_PI * n);
+      ASSERT_EQ(p["ssm_diag.B"].item(2 * i), 1.0);
+      ASSERT_EQ(p["ssm_diag.B"].item(2 * i + 1), 0.0);
+    }
+  // C: real and imaginary parts each of variance 1/2 (2048 + 2048 draws).
+  const Stats sC = stats(p["ssm_diag.C"]);
+  EXPECT_NEAR(sC.mean, 0.0, 0.05);
+  EXPECT_NEAR(sC.std, std::sqrt(0.5), 0.03);
+  const Stats sD = stats(p["ssm_diag.D"]);
+  EXPECT_NEAR(sD.std, 1.0, 0.3);
+  // Same seed, float64: the same values.
+  auto m64 = make_mixer(D, N, dh, DType::f64, 42, n_layers);
+  auto p64 = param_map(*m64);
+  for (auto& [name, t] : p) EXPECT_TRUE(allclose(t, p64[name], 1e-7, 1e-7)) << name;
+}
+
+TEST(H3Init, RejectsBadOptionsAndShapes) {
+  EXPECT_THROW(make_mixer(8, 7, 1, DType::f32, 1), ShapeError);   // odd d_state
+  EXPECT_THROW(make_mixer(8, 8, 3, DType::f32, 1), ShapeError);   // head_dim does not divide D
+  auto m = make_mixer(8, 4, 1, DType::f32, 1);
+  Generator g(1);
+  EXPECT_THROW(m->forward(Tensor::zeros({2, 5, 7}), false, g), ShapeError);
+  EXPECT_THROW(m->forward(Tensor::zeros({10, 8}), false, g), ShapeError);
+  auto st = m->init_state(2);
+  EXPECT_THROW(m->step(*st, Tensor::zeros({3, 8})), ShapeError);
+  H3SsmParams p = m->ssm();
+  EXPECT_THROW(h3_diag_mix(Tensor::zeros({1, 3, 8}), Tensor::zeros({1, 3, 8}), Tensor::zeros({1, 4, 8}), p),
+               ShapeError);
+  EXPECT_THROW(h3_shift_conv(Tensor::zeros({1, 3, 6}), p), ShapeError);
+}
+
+// ---------------------------------------------------------------------------
+// Float64 gradient check of the whole layer: every parameter and the input.
+// ---------------------------------------------------------------------------
+
+struct GradCase {
+  int64_t B, L, D, N, dh;
+};
+
+class H3GradCheck : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(H3GradCheck, LayerAllParametersAndInput) {
+  const GradCase c = GetParam();
+  auto m = make_mixer(c.D, c.N, c.dh, DType::f64, 11);
+  randomize(*m, 12);
+  NamedTensors ps;
+  m->named_parameters("", ps);
+  Generator gen(13);
+  std::vector<Tensor> inputs{rand_f64({c.B, c.L, c.D}, gen)};
+  for (auto& [name, t] : ps) inputs.push_back(t);
+  Generator dgen(0);
+  GradCheckOptions opt;
+  opt.atol = 1e-7;
+  opt.rtol = 1e-5;
+  EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return m->forward(in[0], true, dgen); }, inputs, opt));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, H3GradCheck,
+                         ::testing::Values(GradCase{1, 1, 8, 8, 1}, GradCase{3, 1, 8, 4, 2}, GradCase{1, 7, 6, 8, 1},
+                                           GradCase{3, 7, 8, 8, 2}, GradCase{1, 67, 8, 4, 2},
+                                           GradCase{3, 67, 6, 8, 1}, GradCase{3, 67, 8, 8, 2}));
+
+// ---------------------------------------------------------------------------
+// Fused ops against the kernel-form reference.
+// ---------------------------------------------------------------------------
+
+struct OpCase {
+  int64_t B, L, D, N, dh;
+  bool spec_init = false;  // keep SPEC's initial parameters (A_imag up to pi*(N/2-1))
+};
+
+class H3FusedVsReference : public ::testing::TestWithParam<OpCase> {};
+
+void check_ops_against_reference(const OpCase& c, DType dt, double rtol_out, double rtol_grad) {
+  auto m = make_mixer(c.D, c.N, c.dh, dt, 21);
+  if (!c.spec_init) randomize(*m, 22);
+  const H3SsmParams& p = m->ssm();
+  Generator gen(23);
+  auto rnd = [&](const Shape& s) {
+    return dt == DType::f64 ? rand_f64(s, gen, -1, 1, true) : rand_f32(s, gen, -1, 1, true);
+  };
+  const Shape s{c.B, c.L, c.D};
+  Tensor k = rnd(s), q = rnd(s), kt_in = rnd(s), v = rnd(s);
+  Tensor r1 = rand_f64(s, gen, -1, 1, false), r2 = rand_f64(s, gen, -1, 1, false);
+
+  // Shift SSM.
+  Tensor kt = h3_shift_conv(k, p);
+  EXPECT_TRUE(close_to_scale(kt, ref_h3_shift_forward(k, p), rtol_out, "shift forward"));
+  backward(weighted_sum(kt, r1));
+  RefH3Grads g;
+  ref_h3_shift_backward(r1, k, p, g);
+  EXPECT_TRUE(close_to_scale(k.grad(), g.dk, rtol_grad, "shift dk"));
+  EXPECT_TRUE(close_to_scale(p.shift_B.grad(), g.d_shift_B, rtol_grad, "ssm_shift.B grad"));
+  EXPECT_TRUE(close_to_scale(p.shift_C.grad(), g.d_shift_C, rtol_grad, "ssm_shift.C grad"));
+  EXPECT_TRUE(close_to_scale(p.shift_D.grad(), g.d_shift_D, rtol_grad, "ssm_shift.D grad"));
+
+  // Diagonal SSM with the q contraction.
+  Tensor o = h3_diag_mix(q, kt_in, v, p);
+  EXPECT_TRUE(close_to_scale(o, ref_h3_diag_forward(q, kt_in, v, p), rtol_out, "diag forward"));
+  backward(weighted_sum(o, r2));
+  ref_h3_diag_backward(r2, q, kt_in, v, p, g);
+  EXPECT_TRUE(close_to_scale(q.grad(), g.dq, rtol_grad, "dq"));
+  EXPECT_TRUE(close_to_scale(kt_in.grad(), g.dkt, rtol_grad, "dkt"));
+  EXPECT_TRUE(close_to_scale(v.grad(), g.dv, rtol_grad, "dv"));
+  EXPECT_TRUE(close_to_scale(p.log_dt.grad(), g.d_log_dt, rtol_grad, "log_dt grad"));
+  EXPECT_TRUE(close_to_scale(p.inv_A_real.grad(), g.d_inv_A_real, rtol_grad, "inv_A_real grad"));
+  EXPECT_TRUE(close_to_scale(p.A_imag.grad(), g.d_A_imag, rtol_grad, "A_imag grad"));
+  EXPECT_TRUE(close_to_scale(p.diag_B.grad(), g.d_diag_B, rtol_grad, "ssm_diag.B grad"));
+  EXPECT_TRUE(close_to_scale(p.diag_C.grad(), g.d_diag_C, rtol_grad, "ssm_diag.C grad"));
+  EXPECT_TRUE(close_to_scale(p.diag_D.grad(), g.d_diag_D, rtol_grad, "ssm_diag.D grad"));
+}
+
+TEST_P(H3FusedVsReference, Float32ForwardAndBackward) { check_ops_against_reference(GetParam(), DType::f32, 2e-5, 5e-5); }
+
+// In float64 the recurrence and the kernel form agree to rounding: the fused
+// backward is exact, not an approximation of the kernel's gradient.
+TEST_P(H3FusedVsReference, Float64ForwardAndBackward) { check_ops_against_reference(GetParam(), DType::f64, 1e-11, 1e-10); }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, H3FusedVsReference,
+                         ::testing::Values(OpCase{1, 1, 12, 8, 1}, OpCase{2, 33, 12, 8, 2}, OpCase{2, 300, 12, 8, 1},
+                                           OpCase{1, 300, 18, 64, 3}, OpCase{3, 97, 20, 16, 2},
+                                           OpCase{2, 5, 7, 64, 1}, OpCase{2, 300, 32, 64, 2, true},
+                                           OpCase{1, 257, 16, 64, 1, true}, OpCase{2, 40, 16, 8, 4}));
+
+TEST(H3Layer, Float32ForwardMatchesReference) {
+  for (int64_t dh : {1, 2}) {
+    auto m = make_mixer(12, 16, dh, DType::f32, 31);
+    randomize(*m, 32);
+    NamedTensors ps;
+    m->named_parameters("", ps);
+    Generator gen(33), dg(0);
+    Tensor x = rand_f32({2, 150, 12}, gen);
+    Tensor y;
+    {
+      NoGradGuard ng;
+      y = m->forward(x, false, dg);
+    }
+    EXPECT_TRUE(close_to_scale(y, ref_h3_layer_forward(x, ps, dh), 2e-5, "layer forward")) << "head_dim " << dh;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Parallel vs recurrent, causality, determinism.
+// ---------------------------------------------------------------------------
+
+struct StepCase {
+  int64_t B, L, D, N, dh;
+  DType dt;
+};
+
+class H3Recurrent : public ::testing::TestWithParam<StepCase> {};
+
+TEST_P(H3Recurrent, StepMatchesParallel) {
+  const StepCase c = GetParam();
+  auto m = make_mixer(c.D, c.N, c.dh, c.dt, 41);
+  randomize(*m, 42);
+  Generator gen(43), dg(0);
+  Tensor x = c.dt == DType::f64 ? rand_f64({c.B, c.L, c.D}, gen, -1, 1, false) : rand_f32({c.B, c.L, c.D}, gen);
+  Tensor y = m->forward(x, false, dg);
+  tape().clear();
+  auto st = m->init_state(c.B);
+  Tensor ys = Tensor::empty({c.B, c.L, c.D}, c.dt);
+  for (int64_t t = 0; t < c.L; ++t) {
+    Tensor xt = Tensor::empty({c.B, c.D}, c.dt);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t d = 0; d < c.D; ++d) {
+        const int64_t src = (b * c.L + t) * c.D + d;
+        if (c.dt == DType::f64) xt.f64()[b * c.D + d] = x.f64()[src];
+        else xt.f32()[b * c.D + d] = x.f32()[src];
+      }
+    const size_t tape_before = tape().size();
+    Tensor yt = m->step(*st, xt);
+    ASSERT_EQ(tape().size(), tape_before) << "step recorded on the tape";
+    ASSERT_EQ(yt.shape(), (Shape{c.B, c.D}));
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t d = 0; d < c.D; ++d) {
+        const int64_t dst = (b * c.L + t) * c.D + d;
+        if (c.dt == DType::f64) ys.f64()[dst] = yt.f64()[b * c.D + d];
+        else ys.f32()[dst] = yt.f32()[b * c.D + d];
+      }
+  }
+  EXPECT_EQ(st->t, c.L);
+  EXPECT_TRUE(close_to_scale(ys, y, c.dt == DType::f64 ? 1e-13 : 1e-5, "step vs parallel"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, H3Recurrent,
+                         ::testing::Values(StepCase{2, 70, 8, 8, 1, DType::f32}, StepCase{3, 45, 8, 4, 2, DType::f32},
+                                           StepCase{1, 100, 32, 64, 1, DType::f32},
+                                           StepCase{2, 40, 12, 16, 2, DType::f64}));
+
+TEST(H3Layer, Causal) {
+  for (int64_t dh : {1, 2}) {
+    auto m = make_mixer(8, 8, dh, DType::f32, 51);
+    randomize(*m, 52);
+    Generator gen(53), dg(0);
+    NoGradGuard ng;
+    Tensor x = rand_f32({2, 50, 8}, gen);
+    Tensor y = m->forward(x, false, dg);
+    for (int64_t t0 : {0, 17, 31, 32, 49}) {
+      Tensor x2 = x.clone();
+      for (int64_t d = 0; d < 8; ++d) x2.f32()[(1 * 50 + t0) * 8 + d] += 0.5f;
+      Tensor y2 = m->forward(x2, false, dg);
+      bool changed_at_t0 = false;
+      for (int64_t b = 0; b < 2; ++b)
+        for (int64_t t = 0; t < 50; ++t)
+          for (int64_t d = 0; d < 8; ++d) {
+            const int64_t i = (b * 50 + t) * 8 + d;
+            if (b == 0 || t < t0) {
+              ASSERT_EQ(y.f32()[i], y2.f32()[i]) << "b " << b << " t " << t << " t0 " << t0;
+            }
+            if (b == 1 && t == t0 && y.f32()[i] != y2.f32()[i]) changed_at_t0 = true;
+          }
+      EXPECT_TRUE(changed_at_t0) << "t0 " << t0;
+    }
+  }
+}
+
+TEST(H3Layer, DeterministicGradientsAndSkipsUnneededInputs) {
+  auto m = make_mixer(16, 8, 2, DType::f32, 61);
+  randomize(*m, 62);
+  NamedTensors ps;
+  m->named_parameters("", ps);
+  Generator gen(63), dg(0);
+  Tensor x = rand_f32({2, 80, 16}, gen, -1, 1, true);
+  Tensor r = rand_f64({2, 80, 16}, gen, -1, 1, false);
+  std::vector<std::vector<float>> first;
+  for (int rep = 0; rep < 2; ++rep) {
+    x.zero_grad();
+    for (auto& [n, t] : ps) t.zero_grad();
+    backward(weighted_sum(m->forward(x, true, dg), r));
+    std::vector<std::vector<float>> grads{x.grad().to_f32_vector()};
+    for (auto& [n, t] : ps) grads.push_back(t.grad().to_f32_vector());
+    if (rep == 0) {
+      first = grads;
+    } else {
+      EXPECT_EQ(first, grads);
+    }
+  }
+  // An input that needs no gradient gets none; the parameters still do.
+  Tensor x2 = rand_f32({1, 9, 16}, gen);
+  for (auto& [n, t] : ps) t.zero_grad();
+  backward(weighted_sum(m->forward(x2, true, dg), rand_f64({1, 9, 16}, gen, -1, 1, false)));
+  EXPECT_FALSE(x2.grad().defined());
+  for (auto& [n, t] : ps) EXPECT_TRUE(t.grad().defined()) << n;
+}
+
+}  // namespace
+
+namespace {
+
+// The fused ops give bit-identical results for any thread count: tasks are fixed
+// (batch, head group) and (batch, channel tile) units and every cross-task sum
+// runs in a fixed order after the parallel loop.
+TEST(H3Layer, FusedOpsIndependentOfThreadCount) {
+  auto m = make_mixer(32, 16, 2, DType::f32, 71);
+  randomize(*m, 72);
+  const H3SsmParams& p = m->ssm();
+  NamedTensors ps;
+  m->named_parameters("", ps);
+  Generator gen(73);
+  const Shape s{2, 100, 32};
+  Tensor q = rand_f32(s, gen, -1, 1, true), k = rand_f32(s, gen, -1, 1, true), v = rand_f32(s, gen, -1, 1, true);
+  Tensor r = rand_f64(s, gen, -1, 1, false);
+  std::vector<std::vector<float>> runs[2];
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+    for (auto& [n, t] : ps) t.zero_grad();
+    Tensor kt = h3_shift_conv(k, p);
+    Tensor o = h3_diag_mix(q, kt, v, p);
+    backward(weighted_sum(o, r));
+    auto& out = runs[threads - 1];
+    out = {o.to_f32_vector(), q.grad().to_f32_vector(), k.grad().to_f32_vector(), v.grad().to_f32_vector()};
+    for (auto& [n, t] : ps)
+      if (n.rfind("ssm_", 0) == 0) out.push_back(t.grad().to_f32_vector());
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+}  // namespace
