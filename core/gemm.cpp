@@ -7,6 +7,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
+#include <unordered_map>
+#include <vector>
 
 namespace seqmix {
 
@@ -20,7 +22,10 @@ int64_t stride_c(const GemmShape& s) { return s.batch_stride_c >= 0 ? s.batch_st
 template <class T>
 void gemm_loops(const GemmShape& s, const T* A, const T* B, T* C, bool accumulate) {
   const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
-#pragma omp parallel for collapse(2) schedule(static)
+  // Tiny products (the float64 gradient checks) run serially: a parallel region
+  // costs more than the work.
+  const bool parallel = s.batch * s.M * s.N * s.K > 32768;
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int64_t m = 0; m < s.M; ++m) {
       const T* a = A + b * sa;
@@ -44,7 +49,11 @@ struct DnnlContext {
   dnnl::stream stream{engine};
   std::mutex mutex;
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool>;
-  std::map<Key, std::shared_ptr<dnnl::matmul>> cache;
+  struct Entry {
+    std::shared_ptr<dnnl::matmul> prim;
+    dnnl::memory::desc scratchpad;
+  };
+  std::map<Key, Entry> cache;
 };
 
 DnnlContext& dnnl_context() {
@@ -54,7 +63,7 @@ DnnlContext& dnnl_context() {
 
 // oneDNN describes a transposed operand by its strides, so one primitive covers
 // every transpose combination without copies.
-std::shared_ptr<dnnl::matmul> matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool accumulate) {
+DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool accumulate) {
   using dnnl::memory;
   const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
   DnnlContext::Key key{s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b, sa, sb, sc, accumulate};
@@ -69,6 +78,10 @@ std::shared_ptr<dnnl::matmul> matmul_primitive(DnnlContext& ctx, const GemmShape
                               : memory::dims{sb == 0 ? s.K * s.N : sb, s.N, 1});
   memory::desc c_md({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1});
   dnnl::primitive_attr attr;
+  // A user scratchpad: fused kernels call gemm from several threads at once, and
+  // the library-managed scratchpad of a shared primitive is not safe for that
+  // (concurrent calls gave wrong results). Each thread brings its own below.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (accumulate) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
@@ -76,9 +89,9 @@ std::shared_ptr<dnnl::matmul> matmul_primitive(DnnlContext& ctx, const GemmShape
   }
   dnnl::matmul::desc desc(a_md, b_md, c_md);
   dnnl::matmul::primitive_desc pd(desc, attr, ctx.engine);
-  auto prim = std::make_shared<dnnl::matmul>(pd);
-  ctx.cache.emplace(key, prim);
-  return prim;
+  DnnlContext::Entry entry{std::make_shared<dnnl::matmul>(pd), pd.scratchpad_desc()};
+  ctx.cache.emplace(key, entry);
+  return entry;
 }
 
 }  // namespace
@@ -92,7 +105,10 @@ void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool acc
     return;
   }
   DnnlContext& ctx = dnnl_context();
-  auto prim = matmul_primitive(ctx, s, accumulate);
+  const DnnlContext::Entry entry = matmul_primitive(ctx, s, accumulate);
+  const auto& prim = entry.prim;
+  thread_local std::vector<std::byte> scratch;
+  if (scratch.size() < entry.scratchpad.get_size()) scratch.resize(entry.scratchpad.get_size());
   using dnnl::memory;
   const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
   const int64_t batch_b = sb == 0 ? 1 : s.batch;
@@ -105,14 +121,17 @@ void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool acc
   memory a_mem(a_md, ctx.engine, const_cast<float*>(A));
   memory b_mem(b_md, ctx.engine, const_cast<float*>(B));
   memory c_mem(c_md, ctx.engine, C);
+  memory scratch_mem(entry.scratchpad, ctx.engine, scratch.data());
+  const std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}, {DNNL_ARG_SCRATCHPAD, scratch_mem}};
   // Fused kernels may call gemm from inside their own parallel loops; each such
   // call gets a stream of its own (oneDNN then runs it on the calling thread).
   if (omp_in_parallel()) {
     dnnl::stream stream(ctx.engine);
-    prim->execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    prim->execute(stream, args);
     stream.wait();
   } else {
-    prim->execute(ctx.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    prim->execute(ctx.stream, args);
     ctx.stream.wait();
   }
 }

@@ -1,6 +1,8 @@
 // matmul and linear: forward and backward through core/gemm.h (oneDNN for
 // float32). Backward accumulates (+=) into gradient buffers and skips the
 // gradient of an input that needs none: each skipped input is a skipped GEMM.
+#include <algorithm>
+
 #include "core/gemm.h"
 #include "core/ops.h"
 #include "core/tape.h"
@@ -125,7 +127,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     gemm(GemmShape{1, rows, out_f, in_f, false, true}, x.data<T>(), w.data<T>(), Y, false);
     if (bias.defined()) {
       const T* bv = bias.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * out_f > 32768)
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t o = 0; o < out_f; ++o) Y[r * out_f + o] += bv[o];
     }
@@ -140,14 +142,21 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       if (w.requires_grad())  // dW (out,in) += dy^T (out,rows) x (rows,in)
         gemm(GemmShape{1, out_f, in_f, rows, true, false}, dY, x.data<T>(), w.grad_buffer().template data<T>(), true);
       if (bias.defined() && bias.requires_grad()) {
-        // db sums dy over rows; each thread owns whole columns, so no atomics and a
-        // fixed summation order (bit-identical across runs).
+        // db sums dy over rows. Each thread owns a block of 64 columns and walks
+        // the rows in order (contiguous, vectorised): no atomics and a fixed
+        // summation order, so results are bit-identical across runs.
         T* dB = bias.grad_buffer().template data<T>();
-#pragma omp parallel for schedule(static)
-        for (int64_t o = 0; o < out_f; ++o) {
-          T acc = 0;
-          for (int64_t r = 0; r < rows; ++r) acc += dY[r * out_f + o];
-          dB[o] += acc;
+        const int64_t blocks = (out_f + 63) / 64;
+#pragma omp parallel for schedule(static) if (rows * out_f > 32768)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const int64_t o0 = blk * 64, o1 = std::min(out_f, o0 + 64);
+          T acc[64] = {};
+          for (int64_t r = 0; r < rows; ++r) {
+            const T* row = dY + r * out_f;
+#pragma omp simd
+            for (int64_t o = o0; o < o1; ++o) acc[o - o0] += row[o];
+          }
+          for (int64_t o = o0; o < o1; ++o) dB[o] += acc[o - o0];
         }
       }
     });

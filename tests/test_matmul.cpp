@@ -1,6 +1,9 @@
 // matmul and linear: oneDNN float32 against the plain-loop oracle for every
 // transpose combination and odd sizes; float64 gradient checks.
 #include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
 
 #include "core/gemm.h"
 #include "core/ops.h"
@@ -143,6 +146,42 @@ TEST(Tape, SkipsInputsThatNeedNoGradientAndClears) {
   tape().clear();
   EXPECT_EQ(tape().size(), 0u);
   EXPECT_FALSE(x.grad().defined());
+}
+
+}  // namespace
+
+namespace {
+
+// Fused kernels call gemm from inside their own parallel loops: concurrent calls
+// on one cached primitive must each compute their own product.
+TEST(Gemm, ConcurrentCallsFromThreadsAreCorrect) {
+  struct Case {
+    int64_t M, N, K;
+    bool ta, tb;
+  };
+  int wrong = 0;
+  for (const Case c : {Case{64, 64, 4, false, true}, Case{64, 4, 64, true, false}, Case{64, 4, 64, false, false}}) {
+#pragma omp parallel num_threads(2) reduction(+ : wrong)
+    {
+      const int t = omp_get_thread_num();
+      std::vector<float> A(c.M * c.K), B(c.K * c.N), C(c.M * c.N), R(c.M * c.N);
+      for (int it = 0; it < 1000; ++it) {
+        for (size_t i = 0; i < A.size(); ++i) A[i] = std::sin(0.1f * i + t + it);
+        for (size_t i = 0; i < B.size(); ++i) B[i] = std::cos(0.3f * i + 2 * t + it);
+        std::fill(C.begin(), C.end(), 1.0f);
+        R = C;
+        const GemmShape s{1, c.M, c.N, c.K, c.ta, c.tb};
+        gemm(s, A.data(), B.data(), C.data(), true);
+        gemm_naive(s, A.data(), B.data(), R.data(), true);
+        for (size_t i = 0; i < C.size(); ++i)
+          if (std::fabs(C[i] - R[i]) > 1e-3f) {
+            ++wrong;
+            break;
+          }
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0);
 }
 
 }  // namespace

@@ -78,7 +78,15 @@ Tensor rand_f32(const Shape& shape, Generator& gen, double lo, double hi, bool r
     if (!x.requires_grad()) continue;
     Tensor analytic = x.grad();
     double* xv = x.f64();
-    for (int64_t i = 0; i < x.numel(); ++i) {
+    std::vector<int64_t> elements(x.numel());
+    for (int64_t i = 0; i < x.numel(); ++i) elements[i] = i;
+    if (opt.max_elements_per_input > 0 && x.numel() > opt.max_elements_per_input) {
+      Generator pick(opt.seed + k);
+      for (int64_t i = 0; i < opt.max_elements_per_input; ++i)
+        std::swap(elements[i], elements[pick.randint(i, x.numel())]);
+      elements.resize(opt.max_elements_per_input);
+    }
+    for (int64_t i : elements) {
       const double orig = xv[i];
       xv[i] = orig + opt.eps;
       const double lp = eval_loss(f, inputs, r);

@@ -23,6 +23,10 @@ struct GradCheckOptions {
   double atol = 1e-6;
   double rtol = 1e-5;
   uint64_t seed = 1234;
+  // 0: check every element. Otherwise a seeded random subset of at most this many
+  // elements per input (for whole-model checks, whose layers are checked in full
+  // elsewhere).
+  int64_t max_elements_per_input = 0;
 };
 
 using GradFn = std::function<Tensor(const std::vector<Tensor>&)>;
