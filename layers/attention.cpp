@@ -1,0 +1,126 @@
+// Causal multi-head softmax attention (SPEC 2.1): parameters, the parallel form
+// and the KV-cache recurrent form.
+#include "layers/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/ops.h"
+#include "core/tape.h"
+#include "layers/attention_kernel.h"
+
+namespace seqmix {
+
+AttentionMixer::AttentionMixer(int64_t d_model, const AttentionOptions& opt, const LayerInit& init)
+    : d_model_(d_model), opt_(opt) {
+  if (d_model < 1 || opt.num_heads < 1 || d_model % opt.num_heads != 0)
+    throw ShapeError("attention: d_model " + std::to_string(d_model) + " must be a positive multiple of num_heads " +
+                     std::to_string(opt.num_heads));
+  if (!(opt.dropout >= 0.0 && opt.dropout < 1.0))
+    throw ShapeError("attention: dropout must be in [0, 1), got " + std::to_string(opt.dropout));
+  const int64_t D = d_model;
+  // Draw order: Wqkv.weight, then out_proj.weight (biases are constants).
+  wqkv_weight_ = param_normal({3 * D, D}, 0.02, init);
+  wqkv_bias_ = param_constant({3 * D}, 0.0, init);
+  out_weight_ = param_normal({D, D}, scaled_init_std(init), init);
+  out_bias_ = param_constant({D}, 0.0, init);
+}
+
+void AttentionMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
+  out.emplace_back(prefix + "Wqkv.weight", wqkv_weight_);
+  out.emplace_back(prefix + "Wqkv.bias", wqkv_bias_);
+  out.emplace_back(prefix + "out_proj.weight", out_weight_);
+  out.emplace_back(prefix + "out_proj.bias", out_bias_);
+}
+
+Tensor AttentionMixer::forward(const Tensor& x, bool training, Generator& gen) {
+  if (x.ndim() != 3 || x.size(2) != d_model_)
+    throw ShapeError("attention: input " + shape_str(x.shape()) + ", expected (B, L, " + std::to_string(d_model_) +
+                     ")");
+  check_same_dtype("attention", {&x, &wqkv_weight_});
+  Tensor qkv = linear(x, wqkv_weight_, wqkv_bias_);
+  Tensor o = causal_attention(qkv, opt_.num_heads, training ? opt_.dropout : 0.0, gen);
+  return linear(o, out_weight_, out_bias_);
+}
+
+std::unique_ptr<MixerState> AttentionMixer::init_state(int64_t batch) const {
+  if (batch < 1) throw ShapeError("attention: init_state needs batch >= 1, got " + std::to_string(batch));
+  auto s = std::make_unique<AttentionState>();
+  s->batch = batch;
+  return s;
+}
+
+namespace {
+
+// Grows the cache (batch, H, capacity, dh) so that it holds at least `need` tokens.
+void reserve_cache(AttentionState& s, int64_t H, int64_t dh, int64_t need, DType dt) {
+  if (need <= s.capacity) return;
+  const int64_t cap = std::max<int64_t>({16, 2 * s.capacity, need});
+  for (Tensor* c : {&s.k_cache, &s.v_cache}) {
+    Tensor grown = Tensor::empty({s.batch, H, cap, dh}, dt);
+    if (s.capacity > 0)
+      dispatch_float(dt, "attention step", [&](auto tag) {
+        using T = decltype(tag);
+        for (int64_t bh = 0; bh < s.batch * H; ++bh)
+          std::copy_n(c->data<T>() + bh * s.capacity * dh, s.t * dh, grown.data<T>() + bh * cap * dh);
+      });
+    *c = grown;
+  }
+  s.capacity = cap;
+}
+
+}  // namespace
+
+Tensor AttentionMixer::step(MixerState& state, const Tensor& x_t) const {
+  auto* s = dynamic_cast<AttentionState*>(&state);
+  if (!s) throw ShapeError("attention: step was given a state that is not an AttentionState");
+  if (x_t.ndim() != 2 || x_t.size(0) != s->batch || x_t.size(1) != d_model_)
+    throw ShapeError("attention: step input " + shape_str(x_t.shape()) + ", expected (" + std::to_string(s->batch) +
+                     ", " + std::to_string(d_model_) + ")");
+  check_same_dtype("attention step", {&x_t, &wqkv_weight_});
+  NoGradGuard no_grad;
+  const int64_t B = s->batch, D = d_model_, H = opt_.num_heads, dh = D / H, t = s->t;
+  Tensor qkv = linear(x_t, wqkv_weight_, wqkv_bias_);  // (B, 3D)
+  reserve_cache(*s, H, dh, t + 1, x_t.dtype());
+  Tensor o = Tensor::empty({B, D}, x_t.dtype());
+  const int64_t cap = s->capacity;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  dispatch_float(x_t.dtype(), "attention step", [&](auto tag) {
+    using T = decltype(tag);
+    const T* qkv_p = qkv.data<T>();
+    T* kc = s->k_cache.data<T>();
+    T* vc = s->v_cache.data<T>();
+    T* op = o.data<T>();
+#pragma omp parallel for schedule(static) if (B * H * (t + 1) * dh >= (1 << 15))
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const T* q = qkv_p + b * 3 * D + h * dh;
+      T* K = kc + bh * cap * dh;
+      T* V = vc + bh * cap * dh;
+      for (int64_t e = 0; e < dh; ++e) {
+        K[t * dh + e] = qkv_p[b * 3 * D + D + h * dh + e];
+        V[t * dh + e] = qkv_p[b * 3 * D + 2 * D + h * dh + e];
+      }
+      // Softmax over the cache with the maximum subtracted, accumulated in double.
+      std::vector<double> sc(t + 1);
+      double mx = -INFINITY;
+      for (int64_t j = 0; j <= t; ++j) {
+        double acc = 0;
+        for (int64_t e = 0; e < dh; ++e) acc += static_cast<double>(q[e]) * K[j * dh + e];
+        sc[j] = acc * scale;
+        mx = std::max(mx, sc[j]);
+      }
+      double denom = 0;
+      for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = std::exp(sc[j] - mx));
+      std::vector<double> acc(dh, 0.0);
+      for (int64_t j = 0; j <= t; ++j)
+        for (int64_t e = 0; e < dh; ++e) acc[e] += sc[j] * V[j * dh + e];
+      for (int64_t e = 0; e < dh; ++e) op[b * D + h * dh + e] = static_cast<T>(acc[e] / denom);
+    }
+  });
+  s->t = t + 1;
+  return linear(o, out_weight_, out_bias_);
+}
+
+}  // namespace seqmix

@@ -1,0 +1,47 @@
+// Causal multi-head softmax attention (SPEC 2.1).
+//
+// Parallel form: Wqkv (linear), the fused attention core (layers/attention_kernel.h,
+// FlashAttention forward/backward, no (L, L) matrix kept), out_proj (linear).
+// Recurrent form: a KV cache that grows by one key and one value per token.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "layers/module.h"
+#include "layers/options.h"
+
+namespace seqmix {
+
+// The KV cache of a batch: keys and values of every consumed token, per head.
+struct AttentionState : MixerState {
+  int64_t batch = 0;
+  int64_t capacity = 0;  // tokens the cache can hold before it grows (doubling)
+  Tensor k_cache;        // (batch, H, capacity, dh)
+  Tensor v_cache;        // (batch, H, capacity, dh)
+};
+
+class AttentionMixer : public Mixer {
+ public:
+  // Throws ShapeError unless num_heads >= 1 divides d_model and 0 <= dropout < 1.
+  AttentionMixer(int64_t d_model, const AttentionOptions& opt, const LayerInit& init);
+
+  Tensor forward(const Tensor& x, bool training, Generator& gen) override;
+  std::unique_ptr<MixerState> init_state(int64_t batch) const override;
+  Tensor step(MixerState& state, const Tensor& x_t) const override;
+  // 2 * D * t: one key and one value of D floats per consumed token.
+  int64_t state_size(int64_t t) const override { return 2 * d_model_ * t; }
+  // Wqkv.weight (3D, D), Wqkv.bias (3D), out_proj.weight (D, D), out_proj.bias (D).
+  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+
+  int64_t d_model() const { return d_model_; }
+  int64_t num_heads() const { return opt_.num_heads; }
+  const AttentionOptions& options() const { return opt_; }
+
+ private:
+  int64_t d_model_;
+  AttentionOptions opt_;
+  Tensor wqkv_weight_, wqkv_bias_, out_weight_, out_bias_;
+};
+
+}  // namespace seqmix

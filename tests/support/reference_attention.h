@@ -1,0 +1,36 @@
+// Plain-loop oracle for causal multi-head attention (SPEC 2.1), for tests only.
+//
+// Everything is computed in double from the given tensors (any float dtype) and
+// returned as float64 tensors. The full (L, L) probability matrix is formed, the
+// softmax normalises with the row maximum, and the backward is written from the
+// textbook softmax Jacobian (dS = P * (dP - rowsum(P * dP))), not from the
+// delta = rowsum(O * dO) identity the fused kernel uses.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace seqmix::testing {
+
+// Dropout as the fused kernel defines it: element (b, h, i, j) is kept iff
+// u64_to_unit(hash_counter(seed, start + ((b*H + h)*L + i)*L + j)) >= p, and kept
+// probabilities are scaled by 1/(1-p). p = 0: no dropout.
+struct RefAttentionDropout {
+  double p = 0.0;
+  uint64_t seed = 0, start = 0;
+};
+
+// qkv: (B, L, 3D) -> o: (B, L, D).
+Tensor reference_attention_core(const Tensor& qkv, int64_t num_heads, const RefAttentionDropout& dropout = {});
+
+// The gradient of sum(o * dout) with respect to qkv: (B, L, 3D).
+Tensor reference_attention_core_backward(const Tensor& qkv, const Tensor& dout, int64_t num_heads,
+                                         const RefAttentionDropout& dropout = {});
+
+// The whole layer: x (B, L, D) -> y (B, L, D) = out_proj(core(Wqkv x + b)) + out_b.
+Tensor reference_attention_layer(const Tensor& x, const Tensor& wqkv_weight, const Tensor& wqkv_bias,
+                                 const Tensor& out_weight, const Tensor& out_bias, int64_t num_heads,
+                                 const RefAttentionDropout& dropout = {});
+
+}  // namespace seqmix::testing

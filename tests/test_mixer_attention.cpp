@@ -1,0 +1,370 @@
+// Causal multi-head attention (SPEC 2.1): the fused core against the plain-loop
+// oracle (float32, forward and backward, with and without dropout, L up to 300),
+// float64 gradient checks of the whole layer, float32 against float64, parallel
+// against recurrent form, causality, determinism, initialisation.
+//
+// Tolerance rule for float32 against a float64 result: |got - ref| <= tol *
+// (|ref| + max|ref|) with tol = 2e-5, i.e. a relative error of 2e-5 on each
+// element measured against the tensor's own scale (the backward's
+// dS = P (dP - delta) cancels, so small elements carry the absolute rounding of
+// the large ones). Float32 rounding is 6e-8; sums of a few hundred terms and the
+// ~2 ulp exp stay well inside.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <string>
+
+#include "core/ops.h"
+#include "core/tape.h"
+#include "layers/attention.h"
+#include "layers/attention_kernel.h"
+#include "tests/support/gradcheck.h"
+#include "tests/support/reference_attention.h"
+
+using namespace seqmix;
+using namespace seqmix::testing;
+
+namespace {
+
+constexpr double kTol32 = 2e-5;
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(t.item(i)));
+  return m;
+}
+
+::testing::AssertionResult close32(const Tensor& got, const Tensor& ref, double tol = kTol32) {
+  return allclose(got, ref, tol, tol * std::max(max_abs(ref), 1e-30));
+}
+
+// backward of loss = sum(y * r), recorded with a node of its own.
+void backward_weighted(const Tensor& y, const Tensor& r) {
+  Tensor loss = Tensor::zeros({}, y.dtype());
+  record({&loss}, [y, r](const std::vector<Tensor>& g) {
+    dispatch_float(y.dtype(), "test loss", [&](auto tag) {
+      using T = decltype(tag);
+      T* gy = y.grad_buffer().template data<T>();
+      const T* rv = r.data<T>();
+      const T go = g[0].data<T>()[0];
+      for (int64_t i = 0; i < y.numel(); ++i) gy[i] += go * rv[i];
+    });
+  });
+  backward(loss);
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (a.item(i) != b.item(i)) return false;
+  return true;
+}
+
+// Gradient checks and decoding steps run on one thread: they evaluate thousands
+// of tiny ops, where forking a team per op costs more than the work; the
+// threaded paths are covered by the float32 tests.
+struct SingleThread {
+  int saved = omp_get_max_threads();
+  SingleThread() { omp_set_num_threads(1); }
+  ~SingleThread() { omp_set_num_threads(saved); }
+};
+
+NamedTensors params_of(const Mixer& m) {
+  NamedTensors p;
+  m.named_parameters("", p);
+  return p;
+}
+
+// Overwrites every parameter with U(lo, hi) values: the default init (std 0.02)
+// makes the attention almost uniform, which would hide softmax errors.
+void randomise(const Mixer& m, Generator& gen, double lo = -0.5, double hi = 0.5) {
+  for (auto& [name, t] : params_of(m)) {
+    Tensor r = t.dtype() == DType::f64 ? rand_f64(t.shape(), gen, lo, hi, false) : rand_f32(t.shape(), gen, lo, hi);
+    t.copy_from(r);
+  }
+}
+
+// Copies the parameter values of `from` into `to` (converting the dtype).
+void copy_params(const Mixer& from, const Mixer& to) {
+  NamedTensors a = params_of(from), b = params_of(to);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) b[i].second.copy_from(a[i].second.to(b[i].second.dtype()));
+}
+
+// ---- the fused core against the oracle, float32 ----
+
+struct CoreCase {
+  int64_t B, L, D, H;
+  double dropout;
+};
+
+std::string core_name(const ::testing::TestParamInfo<CoreCase>& info) {
+  const CoreCase& c = info.param;
+  return "B" + std::to_string(c.B) + "_L" + std::to_string(c.L) + "_D" + std::to_string(c.D) + "_H" +
+         std::to_string(c.H) + (c.dropout > 0 ? "_dropout" : "");
+}
+
+class AttentionCore : public ::testing::TestWithParam<CoreCase> {};
+
+TEST_P(AttentionCore, MatchesReferenceForwardAndBackwardFloat32) {
+  const CoreCase c = GetParam();
+  Generator gen(11 + c.L);
+  // Entries up to 2 make some rows peaked (scores up to ~4 sqrt(dh)), so the
+  // running maximum actually moves between key blocks.
+  Tensor qkv = rand_f32({c.B, c.L, 3 * c.D}, gen, -2, 2, true);
+  Generator drop_gen(99, 5);
+  Tensor o = causal_attention(qkv, c.H, c.dropout, drop_gen);
+  RefAttentionDropout dr;
+  if (c.dropout > 0) dr = {c.dropout, 99, 5};
+  EXPECT_EQ(drop_gen.counter(), c.dropout > 0 ? 5 + uint64_t(c.B * c.H * c.L * c.L) : 5);
+  EXPECT_TRUE(close32(o, reference_attention_core(qkv, c.H, dr)));
+
+  Tensor r = rand_f32(o.shape(), gen);
+  backward_weighted(o, r);
+  EXPECT_TRUE(close32(qkv.grad(), reference_attention_core_backward(qkv, r, c.H, dr)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCore,
+                         ::testing::Values(CoreCase{1, 1, 8, 1, 0.0}, CoreCase{2, 7, 12, 3, 0.0},
+                                           CoreCase{1, 64, 16, 2, 0.0}, CoreCase{1, 67, 16, 2, 0.0},
+                                           CoreCase{3, 130, 24, 4, 0.0}, CoreCase{2, 129, 64, 1, 0.0},
+                                           CoreCase{1, 300, 32, 2, 0.0}, CoreCase{2, 7, 12, 3, 0.3},
+                                           CoreCase{1, 130, 16, 2, 0.25}, CoreCase{1, 300, 8, 1, 0.1}),
+                         core_name);
+
+// Both backward algorithms, on all threads and on one, with and without dropout:
+// the same bits (tasks own their rows and sum in a fixed order).
+TEST(AttentionCore, AlgorithmsAndThreadCountsAreBitIdentical) {
+  Generator gen(3);
+  Tensor x = rand_f32({3, 200, 24}, gen, -2, 2);
+  Tensor r = rand_f32({3, 200, 8}, gen);
+  const int threads = omp_get_max_threads();
+  for (double p : {0.0, 0.2}) {
+    Tensor first_o, first_g;
+    for (int nt : {threads, 1})
+      for (auto algo : {AttentionBackwardAlgo::per_head, AttentionBackwardAlgo::two_pass}) {
+        omp_set_num_threads(nt);
+        Tensor qkv = x.clone().set_requires_grad(true);
+        Generator g(7);
+        Tensor o = causal_attention(qkv, 2, p, g, algo);
+        backward_weighted(o, r);
+        if (!first_o.defined()) {
+          first_o = o.detach();
+          first_g = qkv.grad();
+        } else {
+          EXPECT_TRUE(bit_equal(o, first_o)) << "p " << p << " threads " << nt;
+          EXPECT_TRUE(bit_equal(qkv.grad(), first_g)) << "p " << p << " threads " << nt << " algo " << int(algo);
+        }
+      }
+    omp_set_num_threads(threads);
+  }
+}
+
+TEST(AttentionCore, RejectsBadShapes) {
+  Generator gen(1);
+  EXPECT_THROW(causal_attention(Tensor::zeros({2, 3, 10}), 1, 0.0, gen), ShapeError);  // 10 % 3 != 0
+  EXPECT_THROW(causal_attention(Tensor::zeros({2, 3, 12}), 3, 0.0, gen), ShapeError);  // D = 4, H = 3
+  EXPECT_THROW(causal_attention(Tensor::zeros({6, 12}), 1, 0.0, gen), ShapeError);
+  EXPECT_THROW(causal_attention(Tensor::zeros({2, 3, 12}), 1, 1.0, gen), ShapeError);
+}
+
+// ---- the layer ----
+
+LayerInit init_of(Generator& gen, DType dt, int64_t n_layers = 1) { return LayerInit{&gen, n_layers, dt}; }
+
+struct LayerCase {
+  int64_t B, L, H;
+  double dropout;
+};
+
+class AttentionGradCheck : public ::testing::TestWithParam<LayerCase> {};
+
+// Every parameter and every input element, central differences in float64.
+TEST_P(AttentionGradCheck, LayerFloat64) {
+  const LayerCase c = GetParam();
+  const int64_t D = 12;
+  Generator gen(21);
+  AttentionMixer layer(D, AttentionOptions{c.H, c.dropout}, init_of(gen, DType::f64));
+  randomise(layer, gen);
+  Tensor x = rand_f64({c.B, c.L, D}, gen);
+  std::vector<Tensor> inputs{x};
+  for (auto& [name, t] : params_of(layer)) inputs.push_back(t);
+  // A fresh generator per evaluation: every call draws the same dropout mask.
+  auto f = [&](const std::vector<Tensor>& in) {
+    Generator g(5);
+    return layer.forward(in[0], /*training=*/true, g);
+  };
+  SingleThread one;
+  EXPECT_TRUE(gradcheck(f, inputs));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionGradCheck,
+                         ::testing::Values(LayerCase{1, 1, 1, 0.0}, LayerCase{3, 1, 3, 0.0}, LayerCase{1, 7, 2, 0.0},
+                                           LayerCase{3, 7, 3, 0.0}, LayerCase{1, 67, 3, 0.0},
+                                           LayerCase{3, 67, 2, 0.0}, LayerCase{1, 7, 1, 0.5},
+                                           LayerCase{2, 67, 2, 0.3}),
+                         [](const ::testing::TestParamInfo<LayerCase>& i) {
+                           return "B" + std::to_string(i.param.B) + "_L" + std::to_string(i.param.L) + "_H" +
+                                  std::to_string(i.param.H) + (i.param.dropout > 0 ? "_dropout" : "");
+                         });
+
+// Float32 layer against the oracle (forward) and against the float64 fused path
+// (backward: every parameter gradient and the input gradient), L = 300.
+TEST(AttentionLayer, Float32MatchesReferenceAndFloat64) {
+  const int64_t B = 2, L = 300, D = 32, H = 4;
+  Generator gen(8);
+  AttentionMixer l32(D, AttentionOptions{H, 0.0}, init_of(gen, DType::f32));
+  AttentionMixer l64(D, AttentionOptions{H, 0.0}, init_of(gen, DType::f64));
+  randomise(l32, gen, -0.3, 0.3);
+  copy_params(l32, l64);
+  Tensor x32 = rand_f32({B, L, D}, gen, -1, 1, true);
+  Tensor x64 = x32.to(DType::f64).set_requires_grad(true);
+  Tensor r64 = rand_f64({B, L, D}, gen, -1, 1, false);
+  Generator g(1);
+  // One forward and backward at a time: backward runs (and clears) the whole tape.
+  Tensor y32 = l32.forward(x32, true, g);
+  backward_weighted(y32, r64.to(DType::f32));
+  Tensor y64 = l64.forward(x64, true, g);
+  backward_weighted(y64, r64);
+  NamedTensors p = params_of(l32);
+  EXPECT_TRUE(close32(y32, reference_attention_layer(x32, p[0].second, p[1].second, p[2].second, p[3].second, H)));
+  EXPECT_TRUE(close32(y32, y64));
+  EXPECT_TRUE(close32(x32.grad(), x64.grad()));
+  NamedTensors p64 = params_of(l64);
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_TRUE(close32(p[i].second.grad(), p64[i].second.grad())) << p[i].first;
+}
+
+TEST(AttentionLayer, RecurrentStepsMatchParallelForm) {
+  const int64_t B = 2, L = 50, D = 16, H = 2;  // 50 steps cross the cache growth at 16 and 32
+  Generator gen(4);
+  AttentionMixer layer(D, AttentionOptions{H, 0.1}, init_of(gen, DType::f32));
+  randomise(layer, gen);
+  Tensor x = rand_f32({B, L, D}, gen);
+  Tensor y;
+  {
+    NoGradGuard ng;
+    Generator g(2);
+    y = layer.forward(x, /*training=*/false, g);  // no dropout in evaluation
+    EXPECT_EQ(g.counter(), 0u);
+  }
+  // Decoding steps are tiny: on one thread, as for the gradient checks.
+  SingleThread one;
+  auto state = layer.init_state(B);
+  EXPECT_EQ(layer.state_size(0), 0);
+  Tensor ref = Tensor::empty({B, L, D});
+  for (int64_t t = 0; t < L; ++t) {
+    Tensor xt = Tensor::empty({B, D});
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < D; ++e) xt.f32()[b * D + e] = x.f32()[(b * L + t) * D + e];
+    Tensor yt = layer.step(*state, xt);
+    ASSERT_EQ(yt.shape(), (Shape{B, D}));
+    EXPECT_FALSE(yt.requires_grad());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < D; ++e) ref.f32()[(b * L + t) * D + e] = yt.f32()[b * D + e];
+  }
+  EXPECT_EQ(tape().size(), 0u);
+  EXPECT_EQ(state->t, L);
+  EXPECT_EQ(layer.state_size(L), 2 * D * L);
+  EXPECT_TRUE(close32(y, ref));
+}
+
+TEST(AttentionLayer, Causal) {
+  const int64_t B = 2, L = 70, D = 12;
+  Generator gen(6);
+  AttentionMixer layer(D, AttentionOptions{3, 0.0}, init_of(gen, DType::f64));
+  randomise(layer, gen);
+  Tensor x = rand_f64({B, L, D}, gen, -1, 1, false);
+  Generator g(0);
+  NoGradGuard ng;
+  Tensor y0 = layer.forward(x, false, g);
+  for (int64_t t0 : {0, 31, 64, 69}) {
+    Tensor x2 = x.clone();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < D; ++e) x2.f64()[(b * L + t0) * D + e] += 0.5;
+    Tensor y2 = layer.forward(x2, false, g);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < L; ++t) {
+        bool same = true;
+        for (int64_t e = 0; e < D; ++e) same = same && y2.f64()[(b * L + t) * D + e] == y0.f64()[(b * L + t) * D + e];
+        if (t < t0) {
+          EXPECT_TRUE(same) << "output " << t << " changed when input " << t0 << " changed";
+        } else if (t == t0) {
+          EXPECT_FALSE(same) << "output " << t << " ignores its own input";
+        }
+      }
+  }
+}
+
+TEST(AttentionLayer, ParametersNamesShapesAndInit) {
+  const int64_t D = 64;
+  Generator gen(12);
+  AttentionMixer layer(D, AttentionOptions{4, 0.0}, init_of(gen, DType::f32, /*n_layers=*/4));
+  NamedTensors p;
+  layer.named_parameters("layers.0.mixer.", p);
+  ASSERT_EQ(p.size(), 4u);
+  const std::vector<std::pair<std::string, Shape>> expect{{"layers.0.mixer.Wqkv.weight", {3 * D, D}},
+                                                          {"layers.0.mixer.Wqkv.bias", {3 * D}},
+                                                          {"layers.0.mixer.out_proj.weight", {D, D}},
+                                                          {"layers.0.mixer.out_proj.bias", {D}}};
+  for (size_t i = 0; i < p.size(); ++i) {
+    EXPECT_EQ(p[i].first, expect[i].first);
+    EXPECT_EQ(p[i].second.shape(), expect[i].second);
+    EXPECT_TRUE(p[i].second.requires_grad());
+    EXPECT_EQ(p[i].second.dtype(), DType::f32);
+  }
+  auto stats = [](const Tensor& t, double& mean, double& sd) {
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) s += t.item(i);
+    mean = s / t.numel();
+    for (int64_t i = 0; i < t.numel(); ++i) s2 += (t.item(i) - mean) * (t.item(i) - mean);
+    sd = std::sqrt(s2 / t.numel());
+  };
+  double mean, sd;
+  stats(p[0].second, mean, sd);  // 12288 draws: sd within ~1.3% (2 sigma), mean within 4 sigma
+  EXPECT_NEAR(sd, 0.02, 0.02 * 0.03);
+  EXPECT_NEAR(mean, 0.0, 4 * 0.02 / std::sqrt(12288.0));
+  stats(p[2].second, mean, sd);  // scaled: 0.02 / sqrt(2 * 4)
+  const double scaled = 0.02 / std::sqrt(8.0);
+  EXPECT_NEAR(sd, scaled, scaled * 0.05);
+  EXPECT_NEAR(mean, 0.0, 4 * scaled / std::sqrt(4096.0));
+  EXPECT_EQ(max_abs(p[1].second), 0.0);
+  EXPECT_EQ(max_abs(p[3].second), 0.0);
+}
+
+TEST(AttentionLayer, DropoutOnlyWhenTrainingAndSeeded) {
+  const int64_t B = 2, L = 20, D = 8, H = 2;
+  Generator gen(13);
+  AttentionMixer layer(D, AttentionOptions{H, 0.4}, init_of(gen, DType::f32));
+  randomise(layer, gen);
+  Tensor x = rand_f32({B, L, D}, gen);
+  NoGradGuard ng;
+  Generator g1(3), g2(3), g3(4);
+  Tensor eval = layer.forward(x, false, g1);
+  EXPECT_EQ(g1.counter(), 0u);
+  Tensor a = layer.forward(x, true, g1);
+  Tensor b = layer.forward(x, true, g2);
+  EXPECT_EQ(g1.counter(), uint64_t(B * H * L * L));
+  EXPECT_TRUE(bit_equal(a, b));                          // same generator state, same mask
+  EXPECT_FALSE(bit_equal(a, layer.forward(x, true, g3)));  // another seed, another mask
+  EXPECT_FALSE(bit_equal(a, eval));
+  NamedTensors p = params_of(layer);
+  EXPECT_TRUE(close32(a, reference_attention_layer(x, p[0].second, p[1].second, p[2].second, p[3].second, H,
+                                                   RefAttentionDropout{0.4, 3, 0})));
+}
+
+TEST(AttentionLayer, RejectsBadArguments) {
+  Generator gen(1);
+  EXPECT_THROW(AttentionMixer(10, AttentionOptions{3, 0.0}, init_of(gen, DType::f32)), ShapeError);
+  EXPECT_THROW(AttentionMixer(8, AttentionOptions{0, 0.0}, init_of(gen, DType::f32)), ShapeError);
+  EXPECT_THROW(AttentionMixer(8, AttentionOptions{1, 1.0}, init_of(gen, DType::f32)), ShapeError);
+  AttentionMixer layer(8, AttentionOptions{2, 0.0}, init_of(gen, DType::f32));
+  EXPECT_THROW(layer.forward(Tensor::zeros({2, 3, 9}), false, gen), ShapeError);
+  EXPECT_THROW(layer.forward(Tensor::zeros({2, 3, 8}, DType::f64), false, gen), ShapeError);
+  auto state = layer.init_state(2);
+  EXPECT_THROW(layer.step(*state, Tensor::zeros({3, 8})), ShapeError);
+  MixerState other;
+  EXPECT_THROW(layer.step(other, Tensor::zeros({2, 8})), ShapeError);
+}
+
+}  // namespace
