@@ -1,0 +1,134 @@
+// GlaMixer: parameters, the parallel form (oneDNN projections around the fused ops of
+// layers/gla_kernel.cpp) and the recurrent step (SPEC 2.3).
+#include "layers/gla.h"
+
+#include <cmath>
+
+#include "core/ops.h"
+#include "core/tape.h"
+#include "layers/gla_math.h"
+
+namespace seqmix {
+
+namespace {
+
+int64_t checked_width(const char* what, int64_t d_model, double expand, int64_t heads) {
+  // As fla: int(hidden_size * expand), which must split evenly over the heads.
+  const int64_t w = static_cast<int64_t>(static_cast<double>(d_model) * expand);
+  if (w <= 0 || heads <= 0 || w % heads != 0)
+    throw ShapeError("GlaMixer: " + std::string(what) + " = int(" + std::to_string(d_model) + " * " +
+                     std::to_string(expand) + ") = " + std::to_string(w) + " must be positive and divisible by num_heads " +
+                     std::to_string(heads));
+  return w;
+}
+
+}  // namespace
+
+GlaMixer::GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init) : d_model_(d_model), opt_(opt) {
+  if (d_model <= 0) throw ShapeError("GlaMixer: d_model must be positive, got " + std::to_string(d_model));
+  if (opt.num_heads <= 0) throw ShapeError("GlaMixer: num_heads must be positive, got " + std::to_string(opt.num_heads));
+  if (opt.gate_low_rank_dim <= 0)
+    throw ShapeError("GlaMixer: gate_low_rank_dim must be positive, got " + std::to_string(opt.gate_low_rank_dim));
+  if (!(opt.gate_logit_normalizer > 0))
+    throw ShapeError("GlaMixer: gate_logit_normalizer must be positive, got " + std::to_string(opt.gate_logit_normalizer));
+  if (!(opt.norm_eps > 0)) throw ShapeError("GlaMixer: norm_eps must be positive, got " + std::to_string(opt.norm_eps));
+  heads_ = opt.num_heads;
+  key_dim_ = checked_width("key dim (d_model * expand_k)", d_model, opt.expand_k, heads_);
+  value_dim_ = checked_width("value dim (d_model * expand_v)", d_model, opt.expand_v, heads_);
+  const int64_t r = opt.gate_low_rank_dim;
+  // Draw order follows the SPEC parameter list, so a seed fixes every value.
+  q_weight_ = param_normal({key_dim_, d_model}, 0.02, init);
+  k_weight_ = param_normal({key_dim_, d_model}, 0.02, init);
+  v_weight_ = param_normal({value_dim_, d_model}, 0.02, init);
+  g_weight_ = param_normal({value_dim_, d_model}, 0.02, init);
+  gk0_weight_ = param_normal({r, d_model}, 0.02, init);
+  gk1_weight_ = param_normal({key_dim_, r}, 0.02, init);
+  gk1_bias_ = param_constant({key_dim_}, 0.0, init);
+  norm_weight_ = param_constant({value_dim_ / heads_}, 1.0, init);
+  o_weight_ = param_normal({d_model, value_dim_}, scaled_init_std(init), init);
+}
+
+void GlaMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
+  out.emplace_back(prefix + "q_proj.weight", q_weight_);
+  out.emplace_back(prefix + "k_proj.weight", k_weight_);
+  out.emplace_back(prefix + "v_proj.weight", v_weight_);
+  out.emplace_back(prefix + "g_proj.weight", g_weight_);
+  out.emplace_back(prefix + "gk_proj.0.weight", gk0_weight_);
+  out.emplace_back(prefix + "gk_proj.1.weight", gk1_weight_);
+  out.emplace_back(prefix + "gk_proj.1.bias", gk1_bias_);
+  out.emplace_back(prefix + "g_norm.weight", norm_weight_);
+  out.emplace_back(prefix + "o_proj.weight", o_weight_);
+}
+
+Tensor GlaMixer::forward(const Tensor& x, bool /*training*/, Generator& /*gen*/) {
+  if (x.ndim() != 3 || x.size(2) != d_model_)
+    throw ShapeError("GlaMixer: input must be (B, L, " + std::to_string(d_model_) + "), got " + shape_str(x.shape()));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(key_dim_ / heads_));
+  Tensor q = linear(x, q_weight_);
+  Tensor k = linear(x, k_weight_);
+  Tensor v = linear(x, v_weight_);
+  Tensor g = linear(x, g_weight_);
+  Tensor gate_logits = linear(linear(x, gk0_weight_), gk1_weight_, gk1_bias_);
+  Tensor o = gla_chunk_attention(q, k, v, gate_logits, heads_, scale, opt_.gate_logit_normalizer);
+  Tensor gated = gla_norm_gate(o, g, norm_weight_, heads_, opt_.norm_eps);
+  return linear(gated, o_weight_);
+}
+
+std::unique_ptr<MixerState> GlaMixer::init_state(int64_t batch) const {
+  auto st = std::make_unique<GlaState>();
+  st->S = Tensor::zeros({batch, heads_, key_dim_ / heads_, value_dim_ / heads_}, q_weight_.dtype());
+  return st;
+}
+
+int64_t GlaMixer::state_size(int64_t /*t*/) const { return heads_ * (key_dim_ / heads_) * (value_dim_ / heads_); }
+
+Tensor GlaMixer::step(MixerState& state, const Tensor& x_t) const {
+  auto* st = dynamic_cast<GlaState*>(&state);
+  if (!st) throw ShapeError("GlaMixer::step: the state was not made by GlaMixer::init_state");
+  const int64_t B = st->S.size(0);
+  check_shape("GlaMixer::step", "x_t", x_t, {B, d_model_});
+  NoGradGuard no_grad;
+  const int64_t H = heads_, dk = key_dim_ / H, dv = value_dim_ / H;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dk));
+  Tensor q = linear(x_t, q_weight_);
+  Tensor k = linear(x_t, k_weight_);
+  Tensor v = linear(x_t, v_weight_);
+  Tensor g = linear(x_t, g_weight_);
+  Tensor u = linear(linear(x_t, gk0_weight_), gk1_weight_, gk1_bias_);
+  Tensor o = Tensor::empty({B, value_dim_}, x_t.dtype());
+  dispatch_float(x_t.dtype(), "GlaMixer::step", [&](auto tag) {
+    using T = decltype(tag);
+    const T* Q = q.data<T>();
+    const T* K = k.data<T>();
+    const T* V = v.data<T>();
+    const T* U = u.data<T>();
+    T* S = st->S.data<T>();
+    T* O = o.data<T>();
+    const T norm = T(opt_.gate_logit_normalizer);
+    // Decay, then add, then read out: S = diag(a) S + k v^T, o = (q * scale)^T S.
+#pragma omp parallel for schedule(static) if (B * H * dk * dv >= (int64_t(1) << 16))
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      T* Sh = S + bh * dk * dv;
+      T* Oh = O + b * value_dim_ + h * dv;
+      const T* vh = V + b * value_dim_ + h * dv;
+      for (int64_t e = 0; e < dv; ++e) Oh[e] = 0;
+      for (int64_t x = 0; x < dk; ++x) {
+        const int64_t ix = b * key_dim_ + h * dk + x;
+        // The same logsigmoid and exp as the chunked kernel, so the two forms round alike.
+        const T a = gla_math::exp_nonpos(gla_math::log_sigmoid(U[ix]) / norm);
+        const T kx = K[ix], qx = T(scale) * Q[ix];
+        T* Sx = Sh + x * dv;
+        for (int64_t e = 0; e < dv; ++e) {
+          Sx[e] = a * Sx[e] + kx * vh[e];
+          Oh[e] += qx * Sx[e];
+        }
+      }
+    }
+  });
+  st->t += 1;
+  Tensor gated = gla_norm_gate(o, g, norm_weight_, H, opt_.norm_eps);
+  return linear(gated, o_weight_);
+}
+
+}  // namespace seqmix

@@ -1,0 +1,81 @@
+// Gated linear attention (SPEC 2.3; Yang et al. 2023, as in flash-linear-attention's
+// fla/layers/gla.py with mode "chunk", no short convolution, no feature map, and the
+// fused rmsnorm * swish output gate).
+//
+//   log a_t = logsigmoid(gk_proj.1(gk_proj.0(x_t))) / gate_logit_normalizer   (Dk)
+//   S_t     = diag(a_t) S_{t-1} + k_t v_t^T           per head, dk x dv
+//   o_t     = (q_t / sqrt(dk))^T S_t
+//   out     = o_proj(rmsnorm_per_head(o) * g_norm.weight * swish(g_proj(x)))
+//
+// The parallel form runs the projections through linear() (oneDNN) and two fused ops:
+//   gla_chunk_attention (layers/gla_kernel.cpp): the recurrence over (q, k, v, gate
+//     logits) in chunks of 64, with logsigmoid and the normaliser inside; keeps only
+//     the states at chunk boundaries for the backward;
+//   gla_norm_gate (layers/gla_gate.cpp): the per-head rmsnorm times g_norm.weight
+//     times swish(g).
+// The recurrent form keeps S (H, dk, dv) per sequence: decay, then add, then read out.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/random.h"
+#include "core/tensor.h"
+#include "layers/module.h"
+#include "layers/options.h"
+
+namespace seqmix {
+
+// Chunk length of the parallel form (SPEC 2.3) and the sub-chunk length inside it:
+// scores between sub-chunks factor through a reference position, scores inside a
+// diagonal sub-chunk are computed pairwise (every exponent stays <= 0).
+inline constexpr int64_t kGlaChunk = 64;
+inline constexpr int64_t kGlaSubChunk = 16;
+
+// The fused recurrence. q, k, gate_logits: (B, L, H*dk); v: (B, L, H*dv), heads
+// side by side in the last axis. Returns o: (B, L, H*dv) with
+//   log a_t = logsigmoid(gate_logits_t) / gate_logit_normalizer,
+//   S_t = diag(a_t) S_{t-1} + k_t v_t^T,  o_t = (q_t * scale)^T S_t.
+// Differentiable in q, k, v and gate_logits (exact gate gradient).
+Tensor gla_chunk_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate_logits,
+                           int64_t num_heads, double scale, double gate_logit_normalizer);
+
+// y = o * rsqrt(mean_head(o^2) + eps) * weight * swish(g), the mean over each head's
+// dv channels. o, g: (..., H*dv); weight: (dv), shared by the heads.
+Tensor gla_norm_gate(const Tensor& o, const Tensor& g, const Tensor& weight, int64_t num_heads, double eps);
+
+struct GlaState : MixerState {
+  Tensor S;  // (B, H, dk, dv), the dtype of the layer: the S_t of the recurrence
+};
+
+class GlaMixer : public Mixer {
+ public:
+  // Throws ShapeError unless Dk = int(D * expand_k) and Dv = int(D * expand_v) are
+  // positive multiples of num_heads, and gate_low_rank_dim, gate_logit_normalizer and
+  // norm_eps are positive.
+  GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init);
+
+  Tensor forward(const Tensor& x, bool training, Generator& gen) override;
+  std::unique_ptr<MixerState> init_state(int64_t batch) const override;
+  Tensor step(MixerState& state, const Tensor& x_t) const override;
+  // H * dk * dv, whatever t.
+  int64_t state_size(int64_t t) const override;
+  // q_proj.weight (Dk, D), k_proj.weight (Dk, D), v_proj.weight (Dv, D), g_proj.weight
+  // (Dv, D), gk_proj.0.weight (r, D), gk_proj.1.weight (Dk, r), gk_proj.1.bias (Dk),
+  // g_norm.weight (dv), o_proj.weight (D, Dv), in this order.
+  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+
+  int64_t d_model() const { return d_model_; }
+  int64_t num_heads() const { return heads_; }
+  int64_t key_dim() const { return key_dim_; }      // Dk
+  int64_t value_dim() const { return value_dim_; }  // Dv
+  const GlaOptions& options() const { return opt_; }
+
+ private:
+  int64_t d_model_, heads_, key_dim_, value_dim_;
+  GlaOptions opt_;
+  Tensor q_weight_, k_weight_, v_weight_, g_weight_, gk0_weight_, gk1_weight_, gk1_bias_, norm_weight_, o_weight_;
+};
+
+}  // namespace seqmix

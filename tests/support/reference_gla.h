@@ -1,0 +1,33 @@
+// Slow plain-loop reference for gated linear attention (SPEC 2.3), in double, for the
+// tests only: the recurrence step by step (forward and its reverse-mode backward,
+// keeping every state), the output gate, and the whole layer from its parameters
+// without oneDNN. Inputs may be float32 or float64; results are float64.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "layers/gla.h"
+
+namespace seqmix::testing {
+
+// q, k, u: (B, L, H*dk); v: (B, L, H*dv) -> o: (B, L, H*dv).
+// log a_t = logsigmoid(u_t)/normalizer, S_t = diag(a_t) S_{t-1} + k_t v_t^T, o_t = (scale q_t)^T S_t.
+Tensor reference_gla_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& u, int64_t heads,
+                          double scale, double normalizer);
+
+// Gradients {dq, dk, dv, du} of sum(o * dO) for the recurrence above, by the
+// reverse-mode recurrence:
+//   dS += (scale q_t) dO_t^T;  dq_t = scale S_t dO_t;  dk_t = dS v_t;  dv_t = dS^T k_t;
+//   d log a_t = a_t * rowsum(dS * S_{t-1});  dS = diag(a_t) dS.
+std::vector<Tensor> reference_gla_core_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& u,
+                                                const Tensor& dO, int64_t heads, double scale, double normalizer);
+
+// y = rmsnorm over each head's dv channels * weight * swish(g); o, g: (..., H*dv), weight (dv).
+Tensor reference_gla_norm_gate(const Tensor& o, const Tensor& g, const Tensor& weight, int64_t heads, double eps);
+
+// The whole layer from m's parameters: (B, L, D) -> (B, L, D), float64.
+Tensor reference_gla_layer(const GlaMixer& m, const Tensor& x);
+
+}  // namespace seqmix::testing
