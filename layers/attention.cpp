@@ -102,20 +102,28 @@ Tensor AttentionMixer::step(MixerState& state, const Tensor& x_t) const {
         K[t * dh + e] = qkv_p[b * 3 * D + D + h * dh + e];
         V[t * dh + e] = qkv_p[b * 3 * D + 2 * D + h * dh + e];
       }
-      // Softmax over the cache with the maximum subtracted, accumulated in double.
-      std::vector<double> sc(t + 1);
-      double mx = -INFINITY;
+      // Softmax over the cache with the maximum subtracted. Accumulated in T: the
+      // dot products and the weighted sum are contiguous SIMD loops (float32
+      // decoding at 8k tokens of context is bound by streaming the cache).
+      std::vector<T> sc(t + 1);
+      T mx = -INFINITY;
       for (int64_t j = 0; j <= t; ++j) {
-        double acc = 0;
-        for (int64_t e = 0; e < dh; ++e) acc += static_cast<double>(q[e]) * K[j * dh + e];
-        sc[j] = acc * scale;
+        const T* kj = K + j * dh;
+        T dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t e = 0; e < dh; ++e) dot += q[e] * kj[e];
+        sc[j] = dot * static_cast<T>(scale);
         mx = std::max(mx, sc[j]);
       }
-      double denom = 0;
+      T denom = 0;
       for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = std::exp(sc[j] - mx));
-      std::vector<double> acc(dh, 0.0);
-      for (int64_t j = 0; j <= t; ++j)
-        for (int64_t e = 0; e < dh; ++e) acc[e] += sc[j] * V[j * dh + e];
+      std::vector<T> acc(dh, T(0));
+      for (int64_t j = 0; j <= t; ++j) {
+        const T* vj = V + j * dh;
+        const T p = sc[j];
+#pragma omp simd
+        for (int64_t e = 0; e < dh; ++e) acc[e] += p * vj[e];
+      }
       for (int64_t e = 0; e < dh; ++e) op[b * D + h * dh + e] = static_cast<T>(acc[e] / denom);
     }
   });
