@@ -116,7 +116,7 @@ Tensor rand_f32(const Shape& shape, Generator& gen, double lo, double hi, bool r
   int64_t worst_i = -1;
   for (int64_t i = 0; i < a.numel(); ++i) {
     double x = a.item(i), y = b.item(i);
-    double ratio = std::fabs(x - y) / (atol + rtol * std::fabs(y));
+    double ratio = x == y ? 0.0 : std::fabs(x - y) / (atol + rtol * std::fabs(y));
     if (!(ratio <= worst) || std::isnan(ratio)) {
       if (std::isnan(ratio) || ratio > worst) { worst = std::isnan(ratio) ? INFINITY : ratio; worst_i = i; }
     }
