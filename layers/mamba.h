@@ -1,0 +1,69 @@
+// The mamba mixer: selective SSM as in mamba_ssm's mamba_simple (SPEC 2.5).
+//
+// Parallel form (training), with E = expand * D:
+//   xz   = in_proj(u)                               (B, L, 2E), rows [0,E) x, [E,2E) z
+//   xc   = silu(causal depthwise conv1d(x) + bias)  fused op, reads x in place from xz
+//   xdbl = x_proj(xc)                               (B, L, R+2N) = [dl | Bt | Ct]
+//   dr   = dt_proj(dl)                              fused op, reads dl in place from xdbl
+//   yg   = selective_scan(xc, dr, A_log, Bt, Ct, D, z)   fused op: softplus, scan, gate;
+//                                                   reads Bt, Ct from xdbl and z from xz
+//   out  = out_proj(yg)
+// The column parts of xz and xdbl are never copied out: the fused ops read them
+// with strides and add their gradients into the same columns (layers/mamba_kernel.h).
+// Kept for the backward: xz, xc, xdbl, dr, yg, the dl columns (B*L*R) and h at
+// chunk starts (B * ceil(L/64) * E * N).
+//
+// Recurrent form: the last d_conv-1 inputs of the conv (E*(d_conv-1)) and the SSM
+// state h (E*N) per sequence.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "layers/module.h"
+#include "layers/options.h"
+
+namespace seqmix {
+
+struct MambaState : MixerState {
+  Tensor conv;  // (B, d_conv-1, E): the last d_conv-1 conv inputs, oldest first
+  Tensor ssm;   // (B, E, N)
+};
+
+class MambaMixer : public Mixer {
+ public:
+  MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init);
+
+  Tensor forward(const Tensor& x, bool training, Generator& gen) override;
+  std::unique_ptr<MixerState> init_state(int64_t batch) const override;
+  Tensor step(MixerState& state, const Tensor& x_t) const override;
+  int64_t state_size(int64_t t) const override;
+  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+
+  int64_t d_model() const { return d_model_; }
+  int64_t d_inner() const { return d_inner_; }  // E
+  int64_t d_state() const { return d_state_; }  // N
+  int64_t d_conv() const { return d_conv_; }
+  int64_t dt_rank() const { return dt_rank_; }  // R (resolved from "auto")
+  // Steps per chunk of the scan's checkpointing (memory B*ceil(L/chunk)*E*N); tests
+  // lower it to exercise many chunk boundaries.
+  void set_scan_chunk(int64_t chunk);
+
+  // Parameters (SPEC 2.5 names).
+  Tensor in_proj_weight;   // (2E, D)
+  Tensor conv1d_weight;    // (E, 1, d_conv)
+  Tensor conv1d_bias;      // (E)
+  Tensor x_proj_weight;    // (R+2N, E)
+  Tensor dt_proj_weight;   // (E, R)
+  Tensor dt_proj_bias;     // (E)
+  Tensor A_log;            // (E, N)
+  Tensor D;                // (E)
+  Tensor out_proj_weight;  // (D, E)
+
+ private:
+  int64_t d_model_, d_inner_, d_state_, d_conv_, dt_rank_;
+  int64_t scan_chunk_ = 64;
+  DType dtype_;
+};
+
+}  // namespace seqmix

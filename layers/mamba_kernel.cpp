@@ -1,0 +1,829 @@
+// Fused ops of the mamba mixer: forward and hand-written backward side by side.
+//
+//   mamba_conv1d_silu      causal depthwise conv + bias + silu, x read in place from xz
+//   mamba_linear_columns   dt_proj applied to the dl columns of x_dbl, read in place
+//   selective_scan         the gated selective SSM scan, chunked recomputation
+//   *_step                 the recurrent (decoding) forms of the conv and the scan
+//
+// Backward passes accumulate (+=) into gradient buffers (the tape zeroes them once
+// per step) and skip inputs that need no gradient. No atomics: every reduction
+// runs either inside one thread in a fixed order or as a second pass over
+// per-task partials summed in a fixed order, so results are bit-identical from
+// run to run and do not depend on the thread count.
+#include "layers/mamba_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/gemm.h"
+#include "core/tape.h"
+#include "layers/mamba_math.h"
+
+namespace seqmix {
+
+namespace {
+
+// Below this many inner-loop operations a loop runs on the calling thread: forking
+// the team costs microseconds (milliseconds when the cores are oversubscribed),
+// which would dominate the small shapes of decoding steps and gradient checks.
+// Tasks are independent, so the choice never changes a result.
+constexpr int64_t kMinParallelWork = int64_t(1) << 15;
+
+using mamba_math::silu;
+using mamba_math::silu_grad;
+using mamba_math::sigmoid;
+using mamba_math::softplus;
+using mamba_math::softplus_grad;
+
+// Copies ne <= W values into a lane array, zero-filling the rest. The lane loops
+// that follow then run over all W lanes unconditionally, so that they vectorise.
+template <int64_t W, class T>
+inline void load_lanes(T* dst, const T* src, int64_t ne) {
+  if (ne == W) {
+    for (int64_t i = 0; i < W; ++i) dst[i] = src[i];
+  } else {
+    for (int64_t i = 0; i < W; ++i) dst[i] = 0;
+    for (int64_t i = 0; i < ne; ++i) dst[i] = src[i];
+  }
+}
+
+std::string shp(const Tensor& t) { return shape_str(t.shape()); }
+
+// Checks that s.src is (B, L, C) (or (B, C) with rank 2) with columns [col, col+width) inside C.
+void check_columns(const char* op, const char* what, const ColumnSlice& s, const Shape& lead, int64_t width) {
+  if (!s.src.defined()) throw ShapeError(std::string(op) + ": " + what + " is undefined");
+  Shape got_lead(s.src.shape().begin(), s.src.shape().end() - (s.src.ndim() > 0 ? 1 : 0));
+  if (s.src.ndim() != static_cast<int64_t>(lead.size()) + 1 || got_lead != lead || s.col < 0 ||
+      s.col + width > s.src.size(-1)) {
+    Shape expect = lead;
+    expect.push_back(s.col + width);
+    throw ShapeError(std::string(op) + ": " + what + " source has shape " + shp(s.src) + ", expected " +
+                     shape_str(lead) + " leading dimensions and columns [" + std::to_string(s.col) + ", " +
+                     std::to_string(s.col + width) + ") inside the last axis (at least " + shape_str(expect) + ")");
+  }
+}
+
+// ===========================================================================
+// Causal depthwise conv1d + bias + silu.
+
+struct ConvDims {
+  int64_t B, L, E, K;
+  int64_t ldx, col;  // x[b,t,e] = src[(b*L + t)*ldx + col + e]
+};
+
+// Forward: xc[b,t,e] = silu(pre[b,t,e]), pre = bias[e] + sum_j w[e,j] x[b,t-K+1+j,e].
+// OpenMP over rows (b,t); the inner loop runs over contiguous channels.
+template <class T>
+void conv_forward(T* xc,       // (B, L, E)
+                  const T* x,  // (B, L, ldx), columns [col, col+E)
+                  const T* w,  // (E, K)
+                  const T* bias, const ConvDims& d) {
+  // w transposed to (K, E) so that the channel loop reads it contiguously.
+  std::vector<T> wt(static_cast<size_t>(d.K * d.E));
+  for (int64_t e = 0; e < d.E; ++e)
+    for (int64_t j = 0; j < d.K; ++j) wt[j * d.E + e] = w[e * d.K + j];
+#pragma omp parallel if (d.B * d.L * d.E * (d.K + 8) > kMinParallelWork)
+  {
+    std::vector<T> acc(static_cast<size_t>(d.E));
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < d.B * d.L; ++row) {
+      const int64_t b = row / d.L, t = row % d.L;
+      for (int64_t e = 0; e < d.E; ++e) acc[e] = bias[e];
+      for (int64_t j = 0; j < d.K; ++j) {
+        const int64_t s = t - d.K + 1 + j;
+        if (s < 0) continue;  // zero left padding
+        const T* xs = x + (b * d.L + s) * d.ldx + d.col;
+        const T* wj = wt.data() + j * d.E;
+#pragma omp simd
+        for (int64_t e = 0; e < d.E; ++e) acc[e] += wj[e] * xs[e];
+      }
+      T* o = xc + row * d.E;
+#pragma omp simd
+      for (int64_t e = 0; e < d.E; ++e) o[e] = silu(acc[e]);
+    }
+  }
+}
+
+// Backward. With dpre = dxc * silu'(pre):
+//   dx[b,s,e]  += sum_j w[e,j] dpre[b, s+K-1-j, e]     (dpre[>= L] = 0)
+//   dw[e,j]    += sum_{b,t} dpre[b,t,e] x[b,t-K+1+j,e]
+//   dbias[e]   += sum_{b,t} dpre[b,t,e]
+// dw and dbias reduce over (b,t) while dx does not reduce at all, so the pass runs
+// OpenMP over channel blocks: each thread owns its channels' dw, dbias and dx
+// columns outright (no atomics, fixed order). A task walks t with windows of the
+// last K rows of x and of dpre, so that each row of x and dxc is read once and each
+// row of dx written once (dx[t-K+1] is complete once dpre[t] is known). pre is
+// recomputed (K MACs) rather than kept. dw/dbias sum one sequence in T, then add
+// into a double total.
+template <class T>
+void conv_backward(T* dx,          // (B, L, ldx) columns [col, col+E), or null
+                   T* dw,          // (E, K), or null
+                   T* dbias,       // (E), or null
+                   const T* dxc,   // (B, L, E)
+                   const T* x,     // (B, L, ldx)
+                   const T* w,     // (E, K)
+                   const T* bias,  // (E)
+                   const ConvDims& d) {
+  constexpr int64_t kCB = 32;  // channels per task: two cache lines of float per row
+  const int64_t nblk = (d.E + kCB - 1) / kCB, K = d.K;
+#pragma omp parallel for schedule(static) if (d.B * d.L * d.E * (2 * d.K + 8) > kMinParallelWork)
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    const int64_t e0 = blk * kCB, ne = std::min(kCB, d.E - e0);
+    // (K, kCB) each: w transposed, the x window (oldest row first), the dpre window,
+    // and the per-sequence dw sums.
+    std::vector<T> wt(static_cast<size_t>(K * kCB)), xw(static_cast<size_t>(K * kCB)),
+        pw(static_cast<size_t>(K * kCB)), dw_seq(static_cast<size_t>(K * kCB));
+    for (int64_t j = 0; j < K; ++j)
+      for (int64_t i = 0; i < kCB; ++i) wt[j * kCB + i] = i < ne ? w[(e0 + i) * K + j] : T(0);
+    T bv[kCB];
+    for (int64_t i = 0; i < kCB; ++i) bv[i] = i < ne ? bias[e0 + i] : T(0);
+    std::vector<double> dw_tot(static_cast<size_t>(K * kCB), 0.0), db_tot(kCB, 0.0);
+    T db_seq[kCB];
+    for (int64_t b = 0; b < d.B; ++b) {
+      std::fill(dw_seq.begin(), dw_seq.end(), T(0));
+      std::fill(xw.begin(), xw.end(), T(0));
+      std::fill(pw.begin(), pw.end(), T(0));
+      std::fill(db_seq, db_seq + kCB, T(0));
+      // Steps t >= L only flush the last K-1 rows of dx (x and dpre are zero there).
+      for (int64_t t = 0; t < d.L + K - 1; ++t) {
+        std::copy(xw.begin() + kCB, xw.end(), xw.begin());
+        std::copy(pw.begin() + kCB, pw.end(), pw.begin());
+        T* xn = xw.data() + (K - 1) * kCB;
+        T* pn = pw.data() + (K - 1) * kCB;
+        if (t < d.L) {
+          load_lanes<kCB>(xn, x + (b * d.L + t) * d.ldx + d.col + e0, ne);
+          T g[kCB], pre[kCB];
+          load_lanes<kCB>(g, dxc + (b * d.L + t) * d.E + e0, ne);
+          for (int64_t i = 0; i < kCB; ++i) pre[i] = bv[i];
+          for (int64_t j = 0; j < K; ++j) {
+#pragma omp simd
+            for (int64_t i = 0; i < kCB; ++i) pre[i] += wt[j * kCB + i] * xw[j * kCB + i];
+          }
+#pragma omp simd
+          for (int64_t i = 0; i < kCB; ++i) {
+            pn[i] = g[i] * silu_grad(pre[i]);
+            db_seq[i] += pn[i];
+          }
+          for (int64_t j = 0; j < K; ++j) {
+#pragma omp simd
+            for (int64_t i = 0; i < kCB; ++i) dw_seq[j * kCB + i] += pn[i] * xw[j * kCB + i];
+          }
+        } else {
+          std::fill(xn, xn + kCB, T(0));
+          std::fill(pn, pn + kCB, T(0));
+        }
+        const int64_t s = t - K + 1;
+        if (dx && s >= 0) {
+          T acc[kCB] = {};
+          for (int64_t j = 0; j < K; ++j) {
+#pragma omp simd
+            for (int64_t i = 0; i < kCB; ++i) acc[i] += wt[j * kCB + i] * pw[(K - 1 - j) * kCB + i];
+          }
+          T* dxs = dx + (b * d.L + s) * d.ldx + d.col + e0;
+          for (int64_t i = 0; i < ne; ++i) dxs[i] += acc[i];
+        }
+      }
+      for (int64_t k = 0; k < K * kCB; ++k) dw_tot[k] += dw_seq[k];
+      for (int64_t i = 0; i < kCB; ++i) db_tot[i] += db_seq[i];
+    }
+    for (int64_t i = 0; i < ne; ++i) {
+      if (dw)
+        for (int64_t j = 0; j < K; ++j) dw[(e0 + i) * K + j] += static_cast<T>(dw_tot[j * kCB + i]);
+      if (dbias) dbias[e0 + i] += static_cast<T>(db_tot[i]);
+    }
+  }
+}
+
+// ===========================================================================
+// Linear on columns: y = x[..., col : col+K] W^T + bias.
+
+template <class T>
+void gather_columns(T* out, const T* src, int64_t rows, int64_t ld, int64_t col, int64_t K) {
+#pragma omp parallel for schedule(static) if (rows * K > kMinParallelWork)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < K; ++k) out[r * K + k] = src[r * ld + col + k];
+}
+
+// ===========================================================================
+// Selective scan.
+
+// Channels per sub-block: the unit of the inner loops, which run over the lanes of
+// a sub-block with the state laid out h[n][lane]. The forward uses 16 lanes (four
+// SSE vectors: more independent work per step of the n loop), the backward 8 (its
+// per-chunk buffers of a_t and a_t h_{t-1} then stay in L1/L2); measured at B=2,
+// L=1024, E=512, N=16 on one thread: forward 21.0 ms with 16 lanes vs 26.7 with 8,
+// backward 31.5 ms with 8 vs 33.2 with 16. Lane arithmetic is elementwise, so the
+// width never changes a result.
+constexpr int64_t kEBF = 16;  // forward
+constexpr int64_t kEB = 8;    // backward
+// Channels per task (forward and backward): the dB/dC partials of a backward task
+// are summed over its sub-blocks in lanes, then written once per (t, n); larger
+// groups mean fewer partials for the final pass, smaller ones more parallel tasks.
+constexpr int64_t kGE = 64;
+static_assert(kGE % kEBF == 0 && kGE % kEB == 0, "a channel group is whole sub-blocks");
+
+struct ScanDims {
+  int64_t B, L, E, N;
+  int64_t ldb, bcol, ldc, ccol, ldz, zcol;  // row lengths and first columns of Bt, Ct, z
+  int64_t chunk, nc;                        // steps per chunk, number of chunks
+};
+
+// A[e,n] = -exp(A_log[e,n]), and its multiple As = A * ScanDecay<T>::kScale that the
+// decay takes (exp(delta A) = decay(delta As)). Shared by the parallel and recurrent
+// forms so that both see the same values.
+template <class T>
+inline T A_of(T a_log) { return -std::exp(a_log); }
+template <class T>
+inline T As_of(T a_log) { return A_of(a_log) * mamba_math::ScanDecay<T>::kScale; }
+
+// Loads one sub-block's As[n][i] (and A[n][i] when A is non-null) from A_log[e0+i, n];
+// padding lanes get A = -1 (with u = 0 and dout = 0 there, they stay exactly zero).
+template <int64_t W, class T>
+void load_A(T* As, T* A, const T* A_log, int64_t e0, int64_t ne, int64_t N) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < W; ++i) {
+      const T a_log = i < ne ? A_log[(e0 + i) * N + n] : T(0);
+      As[n * W + i] = As_of(a_log);
+      if (A) A[n * W + i] = A_of(a_log);
+    }
+}
+
+// Forward: OpenMP over (batch, group of kGE channels). A task steps t = 0..L-1 and,
+// within a step, its sub-blocks of kEBF channels, so that each row of u, delta_raw,
+// z and out is read as whole cache lines and Bt/Ct once per step; the group's state
+// (kGE * N values) stays in L1. The state at the start of every chunk goes to hs
+// (B, nc, N, E) for the backward when hs is non-null.
+template <class T>
+void scan_forward(T* out,          // (B, L, E)
+                  T* hs,           // (B, nc, N, E) or null
+                  const T* u,      // (B, L, E)
+                  const T* dr,     // (B, L, E) delta before softplus
+                  const T* A_log,  // (E, N)
+                  const T* bsrc,   // (B, L, ldb), Bt at columns [bcol, bcol+N)
+                  const T* csrc,   // (B, L, ldc), Ct at columns [ccol, ccol+N)
+                  const T* Dp,     // (E)
+                  const T* zsrc,   // (B, L, ldz), z at columns [zcol, zcol+E)
+                  const ScanDims& d) {
+  const int64_t N = d.N, E = d.E, NB = N * kEBF;
+  const int64_t ngroups = (E + kGE - 1) / kGE;
+#pragma omp parallel if (d.B * d.L * E * (N + 8) > kMinParallelWork)
+  {
+    std::vector<T> Abuf(static_cast<size_t>((kGE / kEBF) * NB)), hbuf(static_cast<size_t>((kGE / kEBF) * NB));
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < d.B * ngroups; ++task) {
+      const int64_t b = task / ngroups, ge0 = (task % ngroups) * kGE, gne = std::min(kGE, E - ge0);
+      const int64_t nsub = (gne + kEBF - 1) / kEBF;
+      T Dv[kGE];
+      for (int64_t s = 0; s < nsub; ++s) {
+        const int64_t ne = std::min(kEBF, gne - s * kEBF);
+        load_A<kEBF>(Abuf.data() + s * NB, static_cast<T*>(nullptr), A_log, ge0 + s * kEBF, ne, N);
+        load_lanes<kEBF>(Dv + s * kEBF, Dp + ge0 + s * kEBF, ne);
+      }
+      std::fill(hbuf.begin(), hbuf.end(), T(0));
+      for (int64_t t = 0; t < d.L; ++t) {
+        if (hs && t % d.chunk == 0) {
+          T* hc = hs + ((b * d.nc + t / d.chunk) * N) * E + ge0;
+          for (int64_t s = 0; s < nsub; ++s) {
+            const int64_t ne = std::min(kEBF, gne - s * kEBF);
+            for (int64_t n = 0; n < N; ++n)
+              for (int64_t i = 0; i < ne; ++i) hc[n * E + s * kEBF + i] = hbuf[s * NB + n * kEBF + i];
+          }
+        }
+        const int64_t row = b * d.L + t;
+        const T* Bt = bsrc + row * d.ldb + d.bcol;
+        const T* Ct = csrc + row * d.ldc + d.ccol;
+        for (int64_t s = 0; s < nsub; ++s) {
+          const int64_t e0 = ge0 + s * kEBF, ne = std::min(kEBF, gne - s * kEBF);
+          T* __restrict h = hbuf.data() + s * NB;
+          const T* __restrict As = Abuf.data() + s * NB;
+          const T* Ds = Dv + s * kEBF;
+          T r[kEBF], uu[kEBF], zz[kEBF], delta[kEBF], du[kEBF], y[kEBF];
+          load_lanes<kEBF>(r, dr + row * E + e0, ne);
+          load_lanes<kEBF>(uu, u + row * E + e0, ne);
+          load_lanes<kEBF>(zz, zsrc + row * d.ldz + d.zcol + e0, ne);
+#pragma omp simd
+          for (int64_t i = 0; i < kEBF; ++i) {
+            delta[i] = softplus(r[i]);
+            du[i] = delta[i] * uu[i];
+            y[i] = 0;
+          }
+          for (int64_t n = 0; n < N; ++n) {
+            const T bn = Bt[n], cn = Ct[n];
+            T* __restrict hn = h + n * kEBF;
+            const T* __restrict An = As + n * kEBF;
+#pragma omp simd
+            for (int64_t i = 0; i < kEBF; ++i) {
+              hn[i] = mamba_math::ScanDecay<T>::decay(delta[i] * An[i]) * hn[i] + du[i] * bn;
+              y[i] += hn[i] * cn;
+            }
+          }
+          T o[kEBF];
+#pragma omp simd
+          for (int64_t i = 0; i < kEBF; ++i) o[i] = (y[i] + Ds[i] * uu[i]) * silu(zz[i]);
+          for (int64_t i = 0; i < ne; ++i) out[row * E + e0 + i] = o[i];
+        }
+      }
+    }
+  }
+}
+
+// Backward of the scan. With a_t = exp(delta_t A), dy_t = dout_t silu(z_t), and
+// G_t = dL/dh_t (total, through all later steps):
+//   G_t       = dy_t Ct_t + a_{t+1} G_{t+1}                   (the reverse scan)
+//   dz_t      = dout_t y_t silu'(z_t)
+//   dD        += dy_t u_t;          du_t = dy_t D + delta_t sum_n G_t Bt_t
+//   ddelta_t  = sum_n G_t a_t h_{t-1} A + u_t sum_n G_t Bt_t  (h_t = a_t h_{t-1} + delta_t Bt_t u_t)
+//   dA        += G_t a_t h_{t-1} delta_t;   dA_log = dA * A    (A = -exp(A_log))
+//   dBt_t[n]  = sum_e G_t delta_t u_t;      dCt_t[n] = sum_e dy_t h_t
+//   ddelta_raw = ddelta softplus'(delta_raw)
+// Tasks are (batch, group of kGE channels); chunks are visited last to first. For
+// each chunk and sub-block of kEB channels, a forward pass recomputes h from the
+// saved chunk start with exactly the forward's arithmetic, keeping a_t and
+// a_t h_{t-1} per step, and finishes every term that needs no G (dz, dD, dy's part
+// of du, dCt); a reverse pass then runs the G recursion. G carries over from chunk
+// to chunk.
+// dBt/dCt reduce over channels: a task sums its sub-blocks lane-wise, then writes
+// (B, ngroups, L, 2N) partials that a second pass sums over groups in order. dA and
+// dD reduce over batch: per-batch partials, summed over batch in a second pass.
+// Chunk sums of dA and dD are in T, their totals over chunks in double.
+template <class T>
+struct ScanGrads {
+  T* du = nullptr;        // (B, L, E)
+  T* ddr = nullptr;       // (B, L, E)
+  T* dA_part = nullptr;   // (B, E, N) d/dA_log per batch entry
+  T* dbc_part = nullptr;  // (B, ngroups, L, 2N): dBt then dCt
+  T* dD_part = nullptr;   // (B, E)
+  T* dz = nullptr;        // (B, L, ldz), columns [zcol, zcol+E)
+};
+
+template <class T>
+void scan_backward(const ScanGrads<T>& gr,
+                   const T* dout,   // (B, L, E)
+                   const T* hs,     // (B, nc, N, E)
+                   const T* u,      // (B, L, E)
+                   const T* dr,     // (B, L, E)
+                   const T* A_log,  // (E, N)
+                   const T* bsrc,   // (B, L, ldb)
+                   const T* csrc,   // (B, L, ldc)
+                   const T* Dp,     // (E)
+                   const T* zsrc,   // (B, L, ldz)
+                   const ScanDims& d) {
+  const int64_t N = d.N, E = d.E, C = d.chunk;
+  const int64_t ngroups = (E + kGE - 1) / kGE;
+  const int64_t NB = N * kEB;
+  const int64_t nsub_max = kGE / kEB;
+#pragma omp parallel if (d.B * d.L * E * (N + 8) > kMinParallelWork)
+  {
+    // Per-thread buffers.
+    std::vector<T> A_all(static_cast<size_t>(nsub_max * NB));   // A per sub-block
+    std::vector<T> As_all(static_cast<size_t>(nsub_max * NB));  // A * kScale per sub-block
+    std::vector<T> G_all(static_cast<size_t>(nsub_max * NB));   // carried G per sub-block
+    std::vector<double> dA_tot(static_cast<size_t>(kGE * N)), dD_tot(kGE);
+    std::vector<T> h(static_cast<size_t>(NB));             // the recomputed state
+    std::vector<T> ab(static_cast<size_t>(C * NB));        // a_t of the chunk
+    std::vector<T> ahb(static_cast<size_t>(C * NB));       // a_t h_{t-1} of the chunk
+    std::vector<T> deltab(static_cast<size_t>(C * kEB)), ub(static_cast<size_t>(C * kEB)),
+        dspb(static_cast<size_t>(C * kEB)), dyb(static_cast<size_t>(C * kEB)), duyb(static_cast<size_t>(C * kEB));
+    std::vector<T> lanes(static_cast<size_t>(C * 2 * NB));  // dBt/dCt lane partials of a chunk
+    std::vector<T> dAc(static_cast<size_t>(NB));
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < d.B * ngroups; ++task) {
+      const int64_t b = task / ngroups, g = task % ngroups;
+      const int64_t ge0 = g * kGE, gne = std::min(kGE, E - ge0);
+      const int64_t nsub = (gne + kEB - 1) / kEB;
+      for (int64_t s = 0; s < nsub; ++s)
+        load_A<kEB>(As_all.data() + s * NB, A_all.data() + s * NB, A_log, ge0 + s * kEB, std::min(kEB, gne - s * kEB), N);
+      std::fill(G_all.begin(), G_all.end(), T(0));
+      std::fill(dA_tot.begin(), dA_tot.end(), 0.0);
+      std::fill(dD_tot.begin(), dD_tot.end(), 0.0);
+      for (int64_t c = d.nc - 1; c >= 0; --c) {
+        const int64_t t0 = c * C, Tc = std::min(C, d.L - t0);
+        std::fill(lanes.begin(), lanes.begin() + Tc * 2 * NB, T(0));
+        for (int64_t s = 0; s < nsub; ++s) {
+          const int64_t e0 = ge0 + s * kEB, ne = std::min(kEB, gne - s * kEB);
+          const T* __restrict A = A_all.data() + s * NB;
+          const T* __restrict As = As_all.data() + s * NB;
+          T* __restrict G = G_all.data() + s * NB;
+          T Dv[kEB];
+          load_lanes<kEB>(Dv, Dp + e0, ne);
+          T dDc[kEB] = {};
+          // --- forward over the chunk: h_{t0-1} from hs, then Tc steps as in the forward.
+          {
+            const T* hc = hs + ((b * d.nc + c) * N) * E + e0;
+            for (int64_t n = 0; n < N; ++n) load_lanes<kEB>(h.data() + n * kEB, hc + n * E, ne);
+          }
+          for (int64_t it = 0; it < Tc; ++it) {
+            const int64_t row = b * d.L + t0 + it;
+            T* delta = deltab.data() + it * kEB;
+            T* uu = ub.data() + it * kEB;
+            T* dsp = dspb.data() + it * kEB;
+            T* dy = dyb.data() + it * kEB;
+            T* duy = duyb.data() + it * kEB;
+            T r[kEB], zz[kEB], go[kEB], du[kEB], sz[kEB], y[kEB];
+            load_lanes<kEB>(r, dr + row * E + e0, ne);
+            load_lanes<kEB>(uu, u + row * E + e0, ne);
+            load_lanes<kEB>(zz, zsrc + row * d.ldz + d.zcol + e0, ne);
+            load_lanes<kEB>(go, dout + row * E + e0, ne);
+#pragma omp simd
+            for (int64_t i = 0; i < kEB; ++i) {
+              delta[i] = softplus(r[i]);
+              dsp[i] = softplus_grad(r[i]);
+              du[i] = delta[i] * uu[i];
+              sz[i] = sigmoid(zz[i]);
+              dy[i] = go[i] * (zz[i] * sz[i]);
+              y[i] = 0;
+            }
+            const T* Bt = bsrc + row * d.ldb + d.bcol;
+            const T* Ct = csrc + row * d.ldc + d.ccol;
+            T* __restrict hh = h.data();
+            T* __restrict a = ab.data() + it * NB;
+            T* __restrict ah = ahb.data() + it * NB;
+            T* __restrict lc = lanes.data() + it * 2 * NB + NB;  // dCt lanes
+            for (int64_t n = 0; n < N; ++n) {
+              const T bn = Bt[n], cn = Ct[n];
+              const int64_t o = n * kEB;
+#pragma omp simd
+              for (int64_t i = 0; i < kEB; ++i) {
+                const T an = mamba_math::ScanDecay<T>::decay(delta[i] * As[o + i]);
+                const T ahn = an * hh[o + i];
+                const T hn = ahn + du[i] * bn;
+                a[o + i] = an;
+                ah[o + i] = ahn;
+                hh[o + i] = hn;
+                y[i] += hn * cn;
+                lc[o + i] += dy[i] * hn;
+              }
+            }
+            T dzv[kEB];
+#pragma omp simd
+            for (int64_t i = 0; i < kEB; ++i) {
+              const T yy = y[i] + Dv[i] * uu[i];
+              dzv[i] = go[i] * yy * (sz[i] * (T(1) + zz[i] * (T(1) - sz[i])));
+              dDc[i] += dy[i] * uu[i];
+              duy[i] = dy[i] * Dv[i];
+            }
+            if (gr.dz)
+              for (int64_t i = 0; i < ne; ++i) gr.dz[row * d.ldz + d.zcol + e0 + i] += dzv[i];
+          }
+          // --- reverse over the chunk: the G recursion.
+          std::fill(dAc.begin(), dAc.end(), T(0));
+          for (int64_t it = Tc - 1; it >= 0; --it) {
+            const int64_t row = b * d.L + t0 + it;
+            const T* delta = deltab.data() + it * kEB;
+            const T* uu = ub.data() + it * kEB;
+            const T* dsp = dspb.data() + it * kEB;
+            const T* dy = dyb.data() + it * kEB;
+            const T* duy = duyb.data() + it * kEB;
+            T dtu[kEB], sGB[kEB], qA[kEB];
+            for (int64_t i = 0; i < kEB; ++i) {
+              dtu[i] = delta[i] * uu[i];
+              sGB[i] = 0;
+              qA[i] = 0;
+            }
+            const T* Bt = bsrc + row * d.ldb + d.bcol;
+            const T* Ct = csrc + row * d.ldc + d.ccol;
+            const T* __restrict a = ab.data() + it * NB;
+            const T* __restrict ah = ahb.data() + it * NB;
+            T* __restrict lb = lanes.data() + it * 2 * NB;  // dBt lanes
+            for (int64_t n = 0; n < N; ++n) {
+              const T bn = Bt[n], cn = Ct[n];
+              const int64_t o = n * kEB;
+#pragma omp simd
+              for (int64_t i = 0; i < kEB; ++i) {
+                const T Gn = G[o + i] + dy[i] * cn;
+                const T q = Gn * ah[o + i];
+                qA[i] += q * A[o + i];
+                dAc[o + i] += q * delta[i];
+                sGB[i] += Gn * bn;
+                lb[o + i] += Gn * dtu[i];
+                G[o + i] = a[o + i] * Gn;
+              }
+            }
+            T duv[kEB], ddr[kEB];
+#pragma omp simd
+            for (int64_t i = 0; i < kEB; ++i) {
+              duv[i] = duy[i] + delta[i] * sGB[i];
+              ddr[i] = (qA[i] + uu[i] * sGB[i]) * dsp[i];
+            }
+            if (gr.du)
+              for (int64_t i = 0; i < ne; ++i) gr.du[row * E + e0 + i] += duv[i];
+            if (gr.ddr)
+              for (int64_t i = 0; i < ne; ++i) gr.ddr[row * E + e0 + i] += ddr[i];
+          }
+          const int64_t so = s * kEB;
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t i = 0; i < kEB; ++i) dA_tot[n * kGE + so + i] += dAc[n * kEB + i];
+          for (int64_t i = 0; i < kEB; ++i) dD_tot[so + i] += dDc[i];
+        }
+        if (gr.dbc_part) {
+          T* part = gr.dbc_part + ((b * ngroups + g) * d.L + t0) * 2 * N;
+          for (int64_t it = 0; it < Tc; ++it)
+            for (int64_t k = 0; k < 2 * N; ++k) {
+              const T* l = lanes.data() + it * 2 * NB + k * kEB;
+              T acc = 0;
+              for (int64_t i = 0; i < kEB; ++i) acc += l[i];
+              part[it * 2 * N + k] = acc;
+            }
+        }
+      }
+      for (int64_t i = 0; i < gne; ++i) {
+        const int64_t e = ge0 + i;
+        if (gr.dA_part)
+          for (int64_t n = 0; n < N; ++n)
+            gr.dA_part[(b * E + e) * N + n] = static_cast<T>(dA_tot[n * kGE + i] * -std::exp(double(A_log[e * N + n])));
+        if (gr.dD_part) gr.dD_part[b * E + e] = static_cast<T>(dD_tot[i]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Tensor mamba_conv1d_silu(const ColumnSlice& xs, const Tensor& w, const Tensor& bias) {
+  const char* op = "mamba_conv1d_silu";
+  check_ndim_at_least(op, "w", w, 3);
+  if (w.ndim() != 3 || w.size(1) != 1)
+    throw ShapeError(std::string(op) + ": w has shape " + shp(w) + ", expected (E, 1, d_conv)");
+  const int64_t E = w.size(0), K = w.size(2);
+  check_shape(op, "bias", bias, {E});
+  if (!xs.src.defined() || xs.src.ndim() != 3)
+    throw ShapeError(std::string(op) + ": x source must be (B, L, C), got " +
+                     (xs.src.defined() ? shp(xs.src) : std::string("undefined")));
+  const int64_t B = xs.src.size(0), L = xs.src.size(1);
+  check_columns(op, "x", xs, {B, L}, E);
+  check_same_dtype(op, {&xs.src, &w, &bias});
+  const ConvDims d{B, L, E, K, xs.src.size(2), xs.col};
+  Tensor xc = Tensor::empty({B, L, E}, w.dtype());
+  dispatch_float(w.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    conv_forward<T>(xc.data<T>(), xs.src.data<T>(), w.data<T>(), bias.data<T>(), d);
+  });
+  const Tensor x = xs.src;
+  if (!any_requires_grad({&x, &w, &bias})) return xc;
+  record({&xc}, [x, w, bias, d](const std::vector<Tensor>& g) {
+    dispatch_float(w.dtype(), "mamba_conv1d_silu backward", [&](auto tag) {
+      using T = decltype(tag);
+      conv_backward<T>(x.requires_grad() ? x.grad_buffer().template data<T>() : nullptr,
+                       w.requires_grad() ? w.grad_buffer().template data<T>() : nullptr,
+                       bias.requires_grad() ? bias.grad_buffer().template data<T>() : nullptr, g[0].data<T>(),
+                       x.data<T>(), w.data<T>(), bias.data<T>(), d);
+    });
+  });
+  return xc;
+}
+
+Tensor mamba_linear_columns(const ColumnSlice& xs, const Tensor& w, const Tensor& bias) {
+  const char* op = "mamba_linear_columns";
+  if (!w.defined() || w.ndim() != 2) throw ShapeError(std::string(op) + ": w must be (out, in)");
+  const int64_t O = w.size(0), K = w.size(1);
+  if (!xs.src.defined() || xs.src.ndim() < 2)
+    throw ShapeError(std::string(op) + ": x source must have at least 2 dimensions");
+  const Shape lead(xs.src.shape().begin(), xs.src.shape().end() - 1);
+  check_columns(op, "x", xs, lead, K);
+  if (bias.defined()) check_shape(op, "bias", bias, {O});
+  check_same_dtype(op, {&xs.src, &w, &bias});
+  const int64_t rows = shape_numel(lead), ld = xs.src.size(-1), col = xs.col;
+  Shape out_shape = lead;
+  out_shape.push_back(O);
+  Tensor y = Tensor::empty(out_shape, w.dtype());
+  // The K columns are gathered into a contiguous (rows, K) copy for the GEMM; K is
+  // dt_rank (D/16), so the copy is a sixteenth of the input and is kept for dW.
+  Tensor xk = Tensor::empty({rows, K}, w.dtype());
+  dispatch_float(w.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    gather_columns<T>(xk.data<T>(), xs.src.data<T>(), rows, ld, col, K);
+    T* Y = y.data<T>();
+    gemm(GemmShape{1, rows, O, K, false, true}, xk.data<T>(), w.data<T>(), Y, false);
+    if (bias.defined()) {
+      const T* bv = bias.data<T>();
+#pragma omp parallel for schedule(static) if (rows * O > kMinParallelWork)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t o = 0; o < O; ++o) Y[r * O + o] += bv[o];
+    }
+  });
+  const Tensor x = xs.src;
+  if (!any_requires_grad({&x, &w, &bias})) return y;
+  record({&y}, [x, xk, w, bias, rows, ld, col, O, K](const std::vector<Tensor>& g) {
+    dispatch_float(w.dtype(), "mamba_linear_columns backward", [&](auto tag) {
+      using T = decltype(tag);
+      const T* dY = g[0].data<T>();
+      if (x.requires_grad()) {
+        // dxk (rows, K) = dY (rows, O) W (O, K), then added into the source's columns.
+        Tensor dxk = Tensor::empty({rows, K}, w.dtype());
+        gemm(GemmShape{1, rows, K, O, false, false}, dY, w.data<T>(), dxk.data<T>(), false);
+        T* dx = x.grad_buffer().template data<T>();
+        const T* s = dxk.data<T>();
+#pragma omp parallel for schedule(static) if (rows * K > kMinParallelWork)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t k = 0; k < K; ++k) dx[r * ld + col + k] += s[r * K + k];
+      }
+      if (w.requires_grad())  // dW (O, K) += dY^T (O, rows) xk (rows, K)
+        gemm(GemmShape{1, O, K, rows, true, false}, dY, xk.data<T>(), w.grad_buffer().template data<T>(), true);
+      if (bias.defined() && bias.requires_grad()) {
+        // Column sums in two passes: partial sums over fixed blocks of rows (reading
+        // dY row by row, contiguous), then the blocks' partials summed in order. The
+        // order is fixed by the blocking alone, not by the thread count.
+        constexpr int64_t kRows = 256;
+        const int64_t nrb = (rows + kRows - 1) / kRows;
+        std::vector<T> part(static_cast<size_t>(nrb * O), T(0));
+#pragma omp parallel for schedule(static) if (rows * O > kMinParallelWork)
+        for (int64_t rb = 0; rb < nrb; ++rb) {
+          T* p = part.data() + rb * O;
+          for (int64_t r = rb * kRows; r < std::min(rows, (rb + 1) * kRows); ++r)
+            for (int64_t o = 0; o < O; ++o) p[o] += dY[r * O + o];
+        }
+        T* dB = bias.grad_buffer().template data<T>();
+        for (int64_t o = 0; o < O; ++o) {
+          T acc = 0;
+          for (int64_t rb = 0; rb < nrb; ++rb) acc += part[rb * O + o];
+          dB[o] += acc;
+        }
+      }
+    });
+  });
+  return y;
+}
+
+Tensor selective_scan(const Tensor& u, const Tensor& delta_raw, const Tensor& A_log, const ColumnSlice& bc,
+                      const ColumnSlice& cc, const Tensor& D, const ColumnSlice& z, int64_t chunk) {
+  const char* op = "selective_scan";
+  if (!u.defined() || u.ndim() != 3)
+    throw ShapeError(std::string(op) + ": u must be (B, L, E), got " + (u.defined() ? shp(u) : std::string("undefined")));
+  const int64_t B = u.size(0), L = u.size(1), E = u.size(2);
+  check_shape(op, "delta_raw", delta_raw, {B, L, E});
+  if (!A_log.defined() || A_log.ndim() != 2 || A_log.size(0) != E)
+    throw ShapeError(std::string(op) + ": A_log has shape " + (A_log.defined() ? shp(A_log) : std::string("undefined")) +
+                     ", expected (" + std::to_string(E) + ", N)");
+  const int64_t N = A_log.size(1);
+  check_shape(op, "D", D, {E});
+  check_columns(op, "Bt", bc, {B, L}, N);
+  check_columns(op, "Ct", cc, {B, L}, N);
+  check_columns(op, "z", z, {B, L}, E);
+  check_same_dtype(op, {&u, &delta_raw, &A_log, &bc.src, &cc.src, &D, &z.src});
+  if (chunk < 1) throw ShapeError(std::string(op) + ": chunk must be >= 1, got " + std::to_string(chunk));
+  const ScanDims d{B, L, E, N, bc.src.size(2), bc.col, cc.src.size(2), cc.col, z.src.size(2), z.col,
+                   chunk, (L + chunk - 1) / chunk};
+  const Tensor bsrc = bc.src, csrc = cc.src, zsrc = z.src;
+  const bool need_grad = any_requires_grad({&u, &delta_raw, &A_log, &bsrc, &csrc, &D, &zsrc});
+  Tensor out = Tensor::empty({B, L, E}, u.dtype());
+  // h at chunk starts: B * nc * N * E values, the only state kept for the backward.
+  Tensor hs = need_grad ? Tensor::empty({B, d.nc, N, E}, u.dtype()) : Tensor();
+  dispatch_float(u.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    scan_forward<T>(out.data<T>(), need_grad ? hs.data<T>() : nullptr, u.data<T>(), delta_raw.data<T>(),
+                    A_log.data<T>(), bsrc.data<T>(), csrc.data<T>(), D.data<T>(), zsrc.data<T>(), d);
+  });
+  if (!need_grad) return out;
+  record({&out}, [u, delta_raw, A_log, bsrc, csrc, D, zsrc, hs, d](const std::vector<Tensor>& g) {
+    dispatch_float(u.dtype(), "selective_scan backward", [&](auto tag) {
+      using T = decltype(tag);
+      const int64_t ngroups = (d.E + kGE - 1) / kGE;
+      const bool need_bc = bsrc.requires_grad() || csrc.requires_grad();
+      Tensor dbc_part = need_bc ? Tensor::empty({d.B, ngroups, d.L, 2 * d.N}, u.dtype()) : Tensor();
+      Tensor dA_part = A_log.requires_grad() ? Tensor::empty({d.B, d.E, d.N}, u.dtype()) : Tensor();
+      Tensor dD_part = D.requires_grad() ? Tensor::empty({d.B, d.E}, u.dtype()) : Tensor();
+      ScanGrads<T> gr;
+      if (u.requires_grad()) gr.du = u.grad_buffer().template data<T>();
+      if (delta_raw.requires_grad()) gr.ddr = delta_raw.grad_buffer().template data<T>();
+      if (zsrc.requires_grad()) gr.dz = zsrc.grad_buffer().template data<T>();
+      if (need_bc) gr.dbc_part = dbc_part.data<T>();
+      if (dA_part.defined()) gr.dA_part = dA_part.data<T>();
+      if (dD_part.defined()) gr.dD_part = dD_part.data<T>();
+      scan_backward<T>(gr, g[0].data<T>(), hs.data<T>(), u.data<T>(), delta_raw.data<T>(), A_log.data<T>(),
+                       bsrc.data<T>(), csrc.data<T>(), D.data<T>(), zsrc.data<T>(), d);
+      // Second passes: the channel-group partials of dBt/dCt summed per row, and the
+      // per-batch partials of dA_log and dD summed over batch, each in a fixed order.
+      if (need_bc) {
+        const T* part = dbc_part.data<T>();
+        T* dB = bsrc.requires_grad() ? bsrc.grad_buffer().template data<T>() : nullptr;
+        T* dC = csrc.requires_grad() ? csrc.grad_buffer().template data<T>() : nullptr;
+        const int64_t N = d.N;
+#pragma omp parallel for schedule(static) if (d.B * d.L * 2 * N * ngroups > kMinParallelWork)
+        for (int64_t row = 0; row < d.B * d.L; ++row) {
+          const int64_t b = row / d.L, t = row % d.L;
+          for (int64_t k = 0; k < 2 * N; ++k) {
+            T acc = 0;
+            for (int64_t gi = 0; gi < ngroups; ++gi) acc += part[((b * ngroups + gi) * d.L + t) * 2 * N + k];
+            if (k < N) {
+              if (dB) dB[row * d.ldb + d.bcol + k] += acc;
+            } else if (dC) {
+              dC[row * d.ldc + d.ccol + k - N] += acc;
+            }
+          }
+        }
+      }
+      if (dA_part.defined()) {
+        T* dA = A_log.grad_buffer().template data<T>();
+        const T* p = dA_part.data<T>();
+        const int64_t EN = d.E * d.N;
+#pragma omp parallel for schedule(static) if (EN * d.B > kMinParallelWork)
+        for (int64_t k = 0; k < EN; ++k) {
+          T acc = 0;
+          for (int64_t b = 0; b < d.B; ++b) acc += p[b * EN + k];
+          dA[k] += acc;
+        }
+      }
+      if (dD_part.defined()) {
+        T* dD = D.grad_buffer().template data<T>();
+        const T* p = dD_part.data<T>();
+        for (int64_t e = 0; e < d.E; ++e) {
+          T acc = 0;
+          for (int64_t b = 0; b < d.B; ++b) acc += p[b * d.E + e];
+          dD[e] += acc;
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Recurrent forms. The arithmetic of one step follows the parallel kernels
+// operation for operation (same helpers, same summation order), so a step agrees
+// with the parallel form up to the GEMMs' own rounding.
+
+Tensor selective_scan_step(Tensor& h, const Tensor& u, const Tensor& delta_raw, const Tensor& A_log,
+                           const ColumnSlice& bc, const ColumnSlice& cc, const Tensor& D, const ColumnSlice& z) {
+  const char* op = "selective_scan_step";
+  if (!u.defined() || u.ndim() != 2)
+    throw ShapeError(std::string(op) + ": u must be (B, E), got " + (u.defined() ? shp(u) : std::string("undefined")));
+  const int64_t B = u.size(0), E = u.size(1);
+  if (!A_log.defined() || A_log.ndim() != 2 || A_log.size(0) != E)
+    throw ShapeError(std::string(op) + ": A_log must be (" + std::to_string(E) + ", N)");
+  const int64_t N = A_log.size(1);
+  check_shape(op, "h", h, {B, E, N});
+  check_shape(op, "delta_raw", delta_raw, {B, E});
+  check_shape(op, "D", D, {E});
+  check_columns(op, "Bt", bc, {B}, N);
+  check_columns(op, "Ct", cc, {B}, N);
+  check_columns(op, "z", z, {B}, E);
+  check_same_dtype(op, {&h, &u, &delta_raw, &A_log, &bc.src, &cc.src, &D, &z.src});
+  Tensor out = Tensor::empty({B, E}, u.dtype());
+  dispatch_float(u.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    T* H = h.data<T>();
+    const T *U = u.data<T>(), *R = delta_raw.data<T>(), *Al = A_log.data<T>(), *Dp = D.data<T>();
+    const T *Bsrc = bc.src.data<T>(), *Csrc = cc.src.data<T>(), *Zsrc = z.src.data<T>();
+    T* O = out.data<T>();
+    const int64_t ldb = bc.src.size(1), ldc = cc.src.size(1), ldz = z.src.size(1);
+#pragma omp parallel for schedule(static) if (B * E * (N + 8) > kMinParallelWork)
+    for (int64_t be = 0; be < B * E; ++be) {
+      const int64_t b = be / E, e = be % E;
+      const T* Bt = Bsrc + b * ldb + bc.col;
+      const T* Ct = Csrc + b * ldc + cc.col;
+      const T delta = softplus(R[be]), uu = U[be], du = delta * uu;
+      T y = 0;
+      T* hn = H + be * N;
+      for (int64_t n = 0; n < N; ++n) {
+        hn[n] = mamba_math::ScanDecay<T>::decay(delta * As_of(Al[e * N + n])) * hn[n] + du * Bt[n];
+        y += hn[n] * Ct[n];
+      }
+      O[be] = (y + Dp[e] * uu) * silu(Zsrc[b * ldz + z.col + e]);
+    }
+  });
+  return out;
+}
+
+Tensor mamba_conv1d_silu_step(Tensor& conv_state, const ColumnSlice& xs, const Tensor& w, const Tensor& bias) {
+  const char* op = "mamba_conv1d_silu_step";
+  if (!w.defined() || w.ndim() != 3 || w.size(1) != 1)
+    throw ShapeError(std::string(op) + ": w must be (E, 1, d_conv)");
+  const int64_t E = w.size(0), K = w.size(2);
+  if (!xs.src.defined() || xs.src.ndim() != 2) throw ShapeError(std::string(op) + ": x source must be (B, C)");
+  const int64_t B = xs.src.size(0);
+  check_columns(op, "x", xs, {B}, E);
+  check_shape(op, "bias", bias, {E});
+  check_shape(op, "conv_state", conv_state, {B, K - 1, E});
+  check_same_dtype(op, {&conv_state, &xs.src, &w, &bias});
+  Tensor xc = Tensor::empty({B, E}, w.dtype());
+  dispatch_float(w.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    T* S = conv_state.data<T>();
+    const T *X = xs.src.data<T>(), *W = w.data<T>(), *bv = bias.data<T>();
+    const int64_t ld = xs.src.size(1);
+    T* XC = xc.data<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      T* st = S + b * (K - 1) * E;  // (K-1, E), oldest first
+      const T* x = X + b * ld + xs.col;
+      for (int64_t e = 0; e < E; ++e) {
+        // Same order as the parallel form: bias, then taps j = 0..K-1 (oldest first).
+        T acc = bv[e];
+        for (int64_t j = 0; j < K - 1; ++j) acc += W[e * K + j] * st[j * E + e];
+        acc += W[e * K + K - 1] * x[e];
+        XC[b * E + e] = silu(acc);
+      }
+      // Shift the window by one step.
+      for (int64_t j = 0; j + 1 < K - 1; ++j)
+        for (int64_t e = 0; e < E; ++e) st[j * E + e] = st[(j + 1) * E + e];
+      if (K > 1)
+        for (int64_t e = 0; e < E; ++e) st[(K - 2) * E + e] = x[e];
+    }
+  });
+  return xc;
+}
+
+}  // namespace seqmix
