@@ -42,12 +42,11 @@
 #include <string>
 #include <vector>
 
+#include "core/ops.h"  // kIgnoreLabel, the label of unscored positions
 #include "core/random.h"
 #include "data/options.h"
 
 namespace seqmix {
-
-inline constexpr int32_t kIgnoreLabel = -100;
 
 // The valid values of RecallTaskOptions::task.
 const std::vector<std::string>& recall_task_names();

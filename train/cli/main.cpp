@@ -1,0 +1,59 @@
+// seqmix: train, evaluate, inspect, sample from and sweep sequence models.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "train/commands.h"
+#include "train/sweep.h"
+
+int main(int argc, char** argv) {
+  using namespace seqmix;
+  CLI::App app{"seqmix: efficient sequence models (attention, linear attention, GLA, H3, Mamba) on the CPU"};
+  app.require_subcommand(1);
+
+  TrainArgs train_args;
+  auto* train = app.add_subcommand("train", "Train a model from a YAML config (or resume a run)");
+  train->add_option("CONFIG", train_args.config_path, "YAML config file")->check(CLI::ExistingFile);
+  train->add_option("--set", train_args.overrides, "Override a config key: --set model.d_model=64 (repeatable)")
+      ->take_all()
+      ->allow_extra_args(false);
+  train->add_option("--out", train_args.out_dir, "Run directory (default: runs/<config name>)");
+  train->add_option("--resume", train_args.resume_dir, "Continue the run in DIR from its checkpoint")
+      ->check(CLI::ExistingDirectory);
+
+  EvalArgs eval_args;
+  auto* eval = app.add_subcommand("eval", "Loss and accuracy of a checkpoint on its task or a text file, as JSON");
+  eval->add_option("CHECKPOINT", eval_args.checkpoint, "checkpoint.h5 or a run directory")->required();
+  eval->add_option("--set", eval_args.overrides, "Override a config key, e.g. --set data.text.path=other.txt")
+      ->take_all()
+      ->allow_extra_args(false);
+
+  std::string info_path;
+  auto* info = app.add_subcommand("info", "Config, tensors, parameter count and recurrent state size of a checkpoint");
+  info->add_option("CHECKPOINT", info_path, "checkpoint.h5 or a run directory")->required();
+
+  SampleArgs sample_args;
+  auto* sample = app.add_subcommand("sample", "Generate from a checkpoint through the recurrent forms");
+  sample->add_option("CHECKPOINT", sample_args.checkpoint, "checkpoint.h5 or a run directory")->required();
+  sample->add_option("--prompt", sample_args.prompt, "Prompt text (token ids for a recall-task model)")->required();
+  sample->add_option("--max-new-tokens", sample_args.options.max_new_tokens, "Tokens to generate")
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--temperature", sample_args.options.temperature, "0 is greedy")->check(CLI::NonNegativeNumber);
+  sample->add_option("--top-k", sample_args.options.top_k, "Sample among the k most likely (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--seed", sample_args.options.seed, "Sampling seed");
+
+  SweepArgs sweep_args;
+  auto* sweep = app.add_subcommand("sweep", "Run a grid of experiments and collect results.csv");
+  sweep->add_option("SWEEP", sweep_args.sweep_path, "Sweep YAML: base config + grid")->required()->check(CLI::ExistingFile);
+  sweep->add_option("--jobs", sweep_args.jobs, "Runs in parallel")->check(CLI::PositiveNumber);
+  sweep->add_option("--out", sweep_args.out_dir, "Sweep directory (default: runs/<sweep name>)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*train) return report_errors("train", [&] { return cmd_train(train_args); });
+  if (*eval) return report_errors("eval", [&] { return cmd_eval(eval_args, std::cout); });
+  if (*info) return report_errors("info", [&] { return cmd_info(info_path, std::cout); });
+  if (*sample) return report_errors("sample", [&] { return cmd_sample(sample_args, std::cout); });
+  if (*sweep) return report_errors("sweep", [&] { return cmd_sweep(sweep_args, argv[0]); });
+  return 1;
+}

@@ -1,0 +1,130 @@
+#include "train/data_source.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "data/errors.h"
+#include "data/recall_dataset.h"
+
+namespace seqmix {
+
+namespace {
+
+Batch to_batch(int64_t rows, int64_t L, const std::vector<int32_t>& in, const std::vector<int32_t>& lab) {
+  return Batch{Tensor::from_vector({rows, L}, in), Tensor::from_vector({rows, L}, lab)};
+}
+
+class RecallSource : public DataSource {
+ public:
+  RecallSource(const DataOptions& opt, int64_t batch)
+      : opt_(opt),
+        batch_(batch),
+        train_(RecallDataset::from_options(opt, Split::train)),
+        test_(RecallDataset::from_options(opt, Split::test)) {
+    if (train_.size() < batch_)
+      throw DataError("data.num_train_examples = " + std::to_string(train_.size()) +
+                      " is smaller than training.batch_size = " + std::to_string(batch_));
+  }
+
+  Batch next_train_batch() override {
+    const int64_t bpe = batches_per_epoch();
+    const int64_t epoch = drawn_ / bpe, pos = drawn_ % bpe;
+    if (epoch != perm_epoch_) {
+      perm_ = epoch_permutation(opt_.seed, epoch, train_.size());
+      perm_epoch_ = epoch;
+    }
+    std::vector<int64_t> idx(perm_.begin() + pos * batch_, perm_.begin() + (pos + 1) * batch_);
+    std::vector<int32_t> in, lab;
+    train_.gather(idx, in, lab);
+    ++drawn_;
+    return to_batch(batch_, train_.seq_len(), in, lab);
+  }
+  int64_t batches_per_epoch() const override { return train_.size() / batch_; }
+  std::map<std::string, uint64_t> state() const override { return {{"data_batches_drawn", drawn_}}; }
+  void set_state(const std::map<std::string, uint64_t>& s) override { drawn_ = static_cast<int64_t>(s.at("data_batches_drawn")); }
+  int64_t num_eval_batches() const override { return (test_.size() + batch_ - 1) / batch_; }
+  Batch eval_batch(int64_t i) const override {
+    const int64_t first = i * batch_, rows = std::min(batch_, test_.size() - first);
+    std::vector<int64_t> idx(rows);
+    for (int64_t r = 0; r < rows; ++r) idx[r] = first + r;
+    std::vector<int32_t> in, lab;
+    test_.gather(idx, in, lab);
+    return to_batch(rows, test_.seq_len(), in, lab);
+  }
+  int64_t vocab_size() const override { return train_.vocab_size(); }
+  int64_t seq_len() const override { return train_.seq_len(); }
+  std::string describe() const override {
+    std::ostringstream os;
+    os << opt_.recall.task << ": " << train_.size() << " train / " << test_.size() << " test examples, L="
+       << train_.seq_len() << ", V=" << train_.vocab_size();
+    if (opt_.recall.task == "mqar" || opt_.recall.task == "associative_recall") os << ", K=" << opt_.recall.num_kv_pairs;
+    return os.str();
+  }
+
+ private:
+  DataOptions opt_;
+  int64_t batch_;
+  RecallDataset train_, test_;
+  int64_t drawn_ = 0;
+  int64_t perm_epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
+class TextSource : public DataSource {
+ public:
+  TextSource(const DataOptions& opt, int64_t batch, int64_t eval_batches, const Tokenizer* tok)
+      : batch_(batch),
+        eval_batches_(eval_batches),
+        corpus_(TextCorpus::load(opt.text, tok)),
+        rng_(hash_counter(opt.seed, 0x7e47)) {}
+
+  Batch next_train_batch() override {
+    std::vector<int32_t> in, lab;
+    corpus_.sample_batch(Split::train, batch_, rng_, in, lab);
+    return to_batch(batch_, corpus_.seq_len(), in, lab);
+  }
+  int64_t batches_per_epoch() const override { return 0; }
+  std::map<std::string, uint64_t> state() const override {
+    return {{"data_rng_seed", rng_.seed()}, {"data_rng_counter", rng_.counter()}};
+  }
+  void set_state(const std::map<std::string, uint64_t>& s) override {
+    rng_.set_state(s.at("data_rng_seed"), s.at("data_rng_counter"));
+  }
+  // The first eval_batches * B validation windows (all of them when eval_batches
+  // is 0): the same windows at every evaluation, so the curve is comparable.
+  int64_t num_eval_batches() const override {
+    const int64_t all = (corpus_.num_eval_windows(Split::test) + batch_ - 1) / batch_;
+    return eval_batches_ > 0 ? std::min(all, eval_batches_) : all;
+  }
+  Batch eval_batch(int64_t i) const override {
+    std::vector<int32_t> in, lab;
+    const int64_t rows = corpus_.eval_batch(Split::test, i * batch_, batch_, in, lab);
+    return to_batch(rows, corpus_.seq_len(), in, lab);
+  }
+  int64_t vocab_size() const override { return corpus_.tokenizer().vocab_size(); }
+  int64_t seq_len() const override { return corpus_.seq_len(); }
+  const Tokenizer* tokenizer() const override { return &corpus_.tokenizer(); }
+  std::string describe() const override {
+    std::ostringstream os;
+    os << "text " << corpus_.options().path << ": " << corpus_.tokenizer().kind() << " tokenizer, V="
+       << vocab_size() << ", " << corpus_.num_tokens(Split::train) << " train / " << corpus_.num_tokens(Split::test)
+       << " validation tokens, L=" << seq_len();
+    return os.str();
+  }
+
+ private:
+  int64_t batch_, eval_batches_;
+  TextCorpus corpus_;
+  Generator rng_;
+};
+
+}  // namespace
+
+std::unique_ptr<DataSource> make_data_source(const DataOptions& opt, int64_t batch_size, int64_t eval_batches,
+                                             const Tokenizer* tokenizer) {
+  if (opt.kind == "recall") return std::make_unique<RecallSource>(opt, batch_size);
+  if (opt.kind == "text") return std::make_unique<TextSource>(opt, batch_size, eval_batches, tokenizer);
+  throw DataError("data.kind '" + opt.kind + "' is not one of recall, text");
+}
+
+}  // namespace seqmix

@@ -1,0 +1,314 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sstream>
+
+#include "core/tape.h"
+#include "train/checkpoint.h"
+
+namespace seqmix {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string format_duration(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%.0fs", s);
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
+  return buf;
+}
+
+std::string format_rate(double r) {
+  char buf[32];
+  if (r >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", r / 1e6);
+  else if (r >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", r / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", r);
+  return buf;
+}
+
+LrSchedule make_schedule(const Config& c, int64_t total_steps) {
+  LrSchedule s;
+  s.type = c.schedule.type;
+  s.lr = c.optimizer.lr;
+  s.min_lr = c.schedule.min_lr;
+  s.warmup_steps = c.schedule.warmup_steps;
+  s.total_steps = total_steps;
+  s.validate();
+  return s;
+}
+
+constexpr const char* kCheckpointName = "checkpoint.h5";
+
+}  // namespace
+
+EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
+  NoGradGuard no_grad;
+  Generator unused;
+  double loss_sum = 0;
+  int64_t labelled = 0, correct = 0;
+  for (int64_t i = 0; i < data.num_eval_batches(); ++i) {
+    Batch b = data.eval_batch(i);
+    LossResult r = model.loss(b.inputs, b.labels, false, unused);
+    loss_sum += r.loss.item() * static_cast<double>(r.labelled);
+    labelled += r.labelled;
+    correct += r.correct;
+  }
+  EvalResult e;
+  e.labelled = labelled;
+  e.loss = labelled ? loss_sum / static_cast<double>(labelled) : 0.0;
+  e.accuracy = labelled ? static_cast<double>(correct) / static_cast<double>(labelled) : 0.0;
+  return e;
+}
+
+Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(config), out_dir_(out_dir) {
+  const TrainingConfig& t = config_.training;
+  data_ = make_data_source(config_.data, t.batch_size, t.eval_batches);
+  if (data_->vocab_size() > config_.model.vocab_size)
+    throw std::invalid_argument("model.vocab_size = " + std::to_string(config_.model.vocab_size) +
+                                " is smaller than the data's vocabulary of " + std::to_string(data_->vocab_size()));
+  Generator init_gen(config_.training.seed);
+  LayerInit init{&init_gen, config_.model.n_layers, DType::f32};
+  model_ = std::make_unique<LanguageModel>(config_.model, init);
+  AdamOptions ao;
+  ao.decoupled = config_.optimizer.type == "adamw";
+  ao.beta1 = config_.optimizer.beta1;
+  ao.beta2 = config_.optimizer.beta2;
+  ao.eps = config_.optimizer.eps;
+  ao.weight_decay = config_.optimizer.weight_decay;
+  optimizer_ = std::make_unique<Adam>(model_->named_parameters(), ao);
+  if (t.steps > 0) {
+    total_steps_ = t.steps;
+  } else {
+    if (data_->batches_per_epoch() == 0)
+      throw std::invalid_argument("training.epochs needs a recall task; a text corpus trains for training.steps");
+    total_steps_ = t.epochs * data_->batches_per_epoch();
+  }
+  schedule_ = make_schedule(config_, total_steps_);
+  dropout_gen_ = Generator(hash_counter(config_.training.seed, 0xD0D0));
+  fs::create_directories(out_dir_);
+}
+
+std::unique_ptr<Trainer> Trainer::resume(const std::string& out_dir) {
+  const std::string path = (fs::path(out_dir) / kCheckpointName).string();
+  if (!fs::exists(path))
+    throw CheckpointError(path + ": no checkpoint to resume from (is '" + out_dir + "' a run directory?)");
+  CheckpointData ck = read_checkpoint(path);
+  Config cfg = parse_config(ck.config_yaml, path + " (config attribute)");
+  auto trainer = std::make_unique<Trainer>(cfg, out_dir);
+  trainer->restore(path);
+  return trainer;
+}
+
+void Trainer::restore(const std::string& path) {
+  CheckpointData ck = read_checkpoint(path);
+  load_named(path, ck.params, model_->named_parameters(), "params");
+  NamedTensors ms, vs;
+  for (auto& s : optimizer_->slots()) {
+    ms.emplace_back(s.name, s.m);
+    vs.emplace_back(s.name, s.v);
+  }
+  load_named(path, ck.adam_m, ms, "optimizer/m");
+  load_named(path, ck.adam_v, vs, "optimizer/v");
+  optimizer_->set_step_count(ck.optimizer_step);
+  auto need = [&](const std::string& key) {
+    auto it = ck.train_u64.find(key);
+    if (it == ck.train_u64.end()) throw CheckpointError(path + ": /train/" + key + " is missing");
+    return it->second;
+  };
+  step_ = static_cast<int64_t>(need("step"));
+  finished_ = need("finished") != 0;
+  early_stopped_ = need("early_stopped") != 0;
+  dropout_gen_.set_state(need("dropout_rng_seed"), need("dropout_rng_counter"));
+  std::map<std::string, uint64_t> ds;
+  for (const auto& [k, v] : ck.train_u64)
+    if (k.rfind("data_", 0) == 0) ds[k] = v;
+  data_->set_state(ds);
+  best_accuracy_ = ck.train_f64.count("best_valid_accuracy") ? ck.train_f64.at("best_valid_accuracy") : 0.0;
+  elapsed_before_ = ck.train_f64.count("elapsed_s") ? ck.train_f64.at("elapsed_s") : 0.0;
+  // Metrics written after the checkpoint belong to the lost part of the run; the
+  // resumed run writes them again.
+  const fs::path mpath = fs::path(out_dir_) / "metrics.jsonl";
+  if (fs::exists(mpath)) {
+    std::ifstream in(mpath);
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.value("step", int64_t{0}) <= step_) kept += line + "\n";
+      } catch (const nlohmann::json::exception&) {
+        // A line cut by a crash is dropped.
+      }
+    }
+    in.close();
+    std::ofstream out(mpath, std::ios::trunc);
+    out << kept;
+  }
+  spdlog::info("resumed {} at step {} of {}", path, step_, total_steps_);
+}
+
+void Trainer::append_metrics(const std::string& line) {
+  std::ofstream out(fs::path(out_dir_) / "metrics.jsonl", std::ios::app);
+  out << line << "\n";
+}
+
+void Trainer::save_checkpoint(bool finished) {
+  CheckpointData ck;
+  ck.config_yaml = to_yaml(config_);
+  ck.params = model_->named_parameters();
+  ck.optimizer_step = optimizer_->step_count();
+  for (const auto& s : optimizer_->slots()) {
+    ck.adam_m.emplace_back(s.name, s.m);
+    ck.adam_v.emplace_back(s.name, s.v);
+  }
+  if (const Tokenizer* tok = data_->tokenizer()) ck.tokenizer = std::make_pair(tok->kind(), tok->vocabulary_utf8());
+  ck.train_u64 = data_->state();
+  ck.train_u64["step"] = static_cast<uint64_t>(step_);
+  ck.train_u64["finished"] = finished ? 1 : 0;
+  ck.train_u64["early_stopped"] = early_stopped_ ? 1 : 0;
+  ck.train_u64["dropout_rng_seed"] = dropout_gen_.seed();
+  ck.train_u64["dropout_rng_counter"] = dropout_gen_.counter();
+  ck.train_f64["best_valid_accuracy"] = best_accuracy_;
+  ck.train_f64["elapsed_s"] = elapsed_before_ + std::chrono::duration<double>(Clock::now() - session_start_).count();
+  write_checkpoint((fs::path(out_dir_) / kCheckpointName).string(), ck);
+}
+
+TrainResult Trainer::run(int64_t crash_after_step) {
+  TrainResult res;
+  const TrainingConfig& t = config_.training;
+  {
+    std::ofstream cfg(fs::path(out_dir_) / "config.yaml");
+    cfg << to_yaml(config_);
+  }
+  if (finished_) {
+    spdlog::info("the run in {} has already finished at step {}", out_dir_, step_);
+    res.already_finished = true;
+    res.steps = step_;
+    res.best_valid_accuracy = best_accuracy_;
+    res.final_eval = evaluate(*model_, *data_);
+    return res;
+  }
+  spdlog::info("data: {}", data_->describe());
+  spdlog::info("model: {} x {}, d_model {}, {} parameters", config_.model.n_layers, config_.model.mixer.type,
+               config_.model.d_model, model_->num_parameters());
+  const bool tty = isatty(fileno(stderr));
+  const int64_t bpe = data_->batches_per_epoch();
+  const int64_t eval_every = t.eval_interval > 0 ? t.eval_interval : (bpe > 0 ? bpe : total_steps_);
+  const NamedTensors params = model_->named_parameters();
+  const auto start = Clock::now();
+  session_start_ = start;
+  auto elapsed = [&] { return elapsed_before_ + std::chrono::duration<double>(Clock::now() - start).count(); };
+  int64_t tokens_window = 0;
+  double loss_window = 0;
+  int64_t steps_window = 0, labelled_window = 0, correct_window = 0;
+  auto window_start = Clock::now();
+  const int64_t first_step = step_;
+  double last_train_loss = 0;
+
+  while (step_ < total_steps_) {
+    const double lr = schedule_.at(step_);
+    Batch b = data_->next_train_batch();
+    LossResult r = model_->loss(b.inputs, b.labels, true, dropout_gen_);
+    const double loss = r.loss.item();
+    if (!std::isfinite(loss)) {
+      tape().clear();
+      throw TrainingError("loss is " + std::to_string(loss) + " at step " + std::to_string(step_ + 1) +
+                          " (learning rate " + std::to_string(lr) + "); lower optimizer.lr or enable grad_clip");
+    }
+    backward(r.loss);
+    if (config_.optimizer.grad_clip > 0) clip_grad_norm(params, config_.optimizer.grad_clip);
+    optimizer_->step(lr);
+    optimizer_->zero_grad();
+    ++step_;
+    last_train_loss = loss;
+    tokens_window += b.inputs.numel();
+    loss_window += loss;
+    labelled_window += r.labelled;
+    correct_window += r.correct;
+    ++steps_window;
+
+    const bool log_now = step_ % config_.logging.log_interval == 0 || step_ == total_steps_;
+    const bool eval_now = step_ % eval_every == 0 || step_ == total_steps_;
+    if (log_now || eval_now) {
+      const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
+      const double tps = window_s > 0 ? tokens_window / window_s : 0;
+      const double train_loss = loss_window / std::max<int64_t>(1, steps_window);
+      const double train_acc = labelled_window ? double(correct_window) / labelled_window : 0;
+      nlohmann::json j;
+      j["step"] = step_;
+      j["epoch"] = bpe > 0 ? double(step_) / bpe : 0.0;
+      j["lr"] = lr;
+      j["train_loss"] = train_loss;
+      j["train_accuracy"] = train_acc;
+      j["tokens_per_s"] = tps;
+      j["elapsed_s"] = elapsed();
+      std::string line;
+      if (eval_now) {
+        EvalResult e = evaluate(*model_, *data_);
+        best_accuracy_ = std::max(best_accuracy_, e.accuracy);
+        j["valid_loss"] = e.loss;
+        j["valid_accuracy"] = e.accuracy;
+        res.final_eval = e;
+        if (t.early_stop_accuracy > 0 && e.accuracy >= t.early_stop_accuracy) early_stopped_ = true;
+      }
+      append_metrics(j.dump());
+      const double done_s = std::chrono::duration<double>(Clock::now() - start).count();
+      const double eta = step_ > first_step ? done_s / (step_ - first_step) * (total_steps_ - step_) : 0;
+      char msg[256];
+      std::snprintf(msg, sizeof msg, "step %lld/%lld | loss %.4f | acc %.3f | %s tok/s | ETA %s",
+                    (long long)step_, (long long)total_steps_, train_loss, train_acc, format_rate(tps).c_str(),
+                    format_duration(eta).c_str());
+      std::string text = msg;
+      if (eval_now) {
+        char ev[128];
+        std::snprintf(ev, sizeof ev, " | valid loss %.4f acc %.4f", j["valid_loss"].get<double>(),
+                      j["valid_accuracy"].get<double>());
+        text += ev;
+      }
+      if (tty && !eval_now) {
+        std::fprintf(stderr, "\r\033[K%s", text.c_str());
+        std::fflush(stderr);
+      } else {
+        if (tty) std::fprintf(stderr, "\r\033[K");
+        spdlog::info("{}", text);
+      }
+      tokens_window = 0;
+      loss_window = 0;
+      steps_window = labelled_window = correct_window = 0;
+      window_start = Clock::now();
+    }
+    if (early_stopped_) {
+      spdlog::info("early stop: valid accuracy {:.4f} >= {} at step {}", res.final_eval.accuracy,
+                   t.early_stop_accuracy, step_);
+      break;
+    }
+    if (t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0 && step_ < total_steps_) save_checkpoint(false);
+    if (step_ == crash_after_step) return res;
+  }
+  if (res.final_eval.labelled == 0) res.final_eval = evaluate(*model_, *data_);
+  finished_ = true;
+  save_checkpoint(true);
+  res.steps = step_;
+  res.epochs_completed = bpe > 0 ? step_ / bpe : 0;
+  res.final_train_loss = last_train_loss;
+  res.best_valid_accuracy = best_accuracy_;
+  res.early_stopped = early_stopped_;
+  res.wall_seconds = elapsed();
+  const double session_s = std::chrono::duration<double>(Clock::now() - start).count();
+  res.tokens_per_second =
+      session_s > 0 ? double(step_ - first_step) * t.batch_size * data_->seq_len() / session_s : 0;
+  return res;
+}
+
+}  // namespace seqmix
