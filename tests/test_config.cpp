@@ -1,6 +1,7 @@
 // Configuration: unknown keys, wrong types and out-of-range values are reported with file,
 // line and a suggestion; --set overrides; to_yaml round trips.
 #include "train/config.h"
+#include "train/sweep.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -385,6 +386,12 @@ TEST(Config, ShippedConfigsLoad) {
     for (const auto& entry : fs::recursive_directory_iterator(dir)) {
       if (entry.path().extension() != ".yaml" && entry.path().extension() != ".yml") continue;
       ++count;
+      // configs/sweeps/ holds sweep files: a base config plus a grid, every point of
+      // which load_sweep validates as a config.
+      if (entry.path().parent_path().filename() == "sweeps") {
+        EXPECT_NO_THROW(load_sweep(entry.path().string())) << entry.path();
+        continue;
+      }
       EXPECT_NO_THROW(load_config(entry.path().string())) << entry.path();
     }
   }
