@@ -63,6 +63,23 @@ DnnlContext& dnnl_context() {
 
 // oneDNN describes a transposed operand by its strides, so one primitive covers
 // every transpose combination without copies.
+struct MatmulDescs {
+  dnnl::memory::desc a, b, c;
+};
+
+MatmulDescs matmul_descs(const GemmShape& s) {
+  using dnnl::memory;
+  const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
+  const int64_t batch_b = sb == 0 ? 1 : s.batch;
+  const int64_t sb_dense = sb == 0 ? s.K * s.N : sb;
+  return MatmulDescs{
+      memory::desc({s.batch, s.M, s.K}, memory::data_type::f32,
+                   s.trans_a ? memory::dims{sa, 1, s.M} : memory::dims{sa, s.K, 1}),
+      memory::desc({batch_b, s.K, s.N}, memory::data_type::f32,
+                   s.trans_b ? memory::dims{sb_dense, 1, s.K} : memory::dims{sb_dense, s.N, 1}),
+      memory::desc({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1})};
+}
+
 DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool accumulate) {
   using dnnl::memory;
   const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
@@ -70,13 +87,7 @@ DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool a
   std::lock_guard<std::mutex> lock(ctx.mutex);
   auto it = ctx.cache.find(key);
   if (it != ctx.cache.end()) return it->second;
-  const int64_t batch_b = sb == 0 ? 1 : s.batch;
-  memory::desc a_md({s.batch, s.M, s.K}, memory::data_type::f32,
-                    s.trans_a ? memory::dims{sa, 1, s.M} : memory::dims{sa, s.K, 1});
-  memory::desc b_md({batch_b, s.K, s.N}, memory::data_type::f32,
-                    s.trans_b ? memory::dims{sb == 0 ? s.K * s.N : sb, 1, s.K}
-                              : memory::dims{sb == 0 ? s.K * s.N : sb, s.N, 1});
-  memory::desc c_md({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1});
+  const MatmulDescs d = matmul_descs(s);
   dnnl::primitive_attr attr;
   // A user scratchpad: fused kernels call gemm from several threads at once, and
   // the library-managed scratchpad of a shared primitive is not safe for that
@@ -87,7 +98,7 @@ DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool a
     ops.append_sum(1.0f);
     attr.set_post_ops(ops);
   }
-  dnnl::matmul::desc desc(a_md, b_md, c_md);
+  dnnl::matmul::desc desc(d.a, d.b, d.c);
   dnnl::matmul::primitive_desc pd(desc, attr, ctx.engine);
   DnnlContext::Entry entry{std::make_shared<dnnl::matmul>(pd), pd.scratchpad_desc()};
   ctx.cache.emplace(key, entry);
@@ -110,17 +121,10 @@ void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool acc
   thread_local std::vector<std::byte> scratch;
   if (scratch.size() < entry.scratchpad.get_size()) scratch.resize(entry.scratchpad.get_size());
   using dnnl::memory;
-  const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
-  const int64_t batch_b = sb == 0 ? 1 : s.batch;
-  memory::desc a_md({s.batch, s.M, s.K}, memory::data_type::f32,
-                    s.trans_a ? memory::dims{sa, 1, s.M} : memory::dims{sa, s.K, 1});
-  memory::desc b_md({batch_b, s.K, s.N}, memory::data_type::f32,
-                    s.trans_b ? memory::dims{sb == 0 ? s.K * s.N : sb, 1, s.K}
-                              : memory::dims{sb == 0 ? s.K * s.N : sb, s.N, 1});
-  memory::desc c_md({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1});
-  memory a_mem(a_md, ctx.engine, const_cast<float*>(A));
-  memory b_mem(b_md, ctx.engine, const_cast<float*>(B));
-  memory c_mem(c_md, ctx.engine, C);
+  const MatmulDescs d = matmul_descs(s);
+  memory a_mem(d.a, ctx.engine, const_cast<float*>(A));
+  memory b_mem(d.b, ctx.engine, const_cast<float*>(B));
+  memory c_mem(d.c, ctx.engine, C);
   memory scratch_mem(entry.scratchpad, ctx.engine, scratch.data());
   const std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}, {DNNL_ARG_SCRATCHPAD, scratch_mem}};

@@ -20,6 +20,7 @@
 #include "layers/attention.h"
 #include "layers/attention_kernel.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/mixer_testing.h"
 #include "tests/support/reference_attention.h"
 
 using namespace seqmix;
@@ -39,58 +40,6 @@ double max_abs(const Tensor& t) {
   return allclose(got, ref, tol, tol * std::max(max_abs(ref), 1e-30));
 }
 
-// backward of loss = sum(y * r), recorded with a node of its own.
-void backward_weighted(const Tensor& y, const Tensor& r) {
-  Tensor loss = Tensor::zeros({}, y.dtype());
-  record({&loss}, [y, r](const std::vector<Tensor>& g) {
-    dispatch_float(y.dtype(), "test loss", [&](auto tag) {
-      using T = decltype(tag);
-      T* gy = y.grad_buffer().template data<T>();
-      const T* rv = r.data<T>();
-      const T go = g[0].data<T>()[0];
-      for (int64_t i = 0; i < y.numel(); ++i) gy[i] += go * rv[i];
-    });
-  });
-  backward(loss);
-}
-
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i)) return false;
-  return true;
-}
-
-// Gradient checks and decoding steps run on one thread: they evaluate thousands
-// of tiny ops, where forking a team per op costs more than the work; the
-// threaded paths are covered by the float32 tests.
-struct SingleThread {
-  int saved = omp_get_max_threads();
-  SingleThread() { omp_set_num_threads(1); }
-  ~SingleThread() { omp_set_num_threads(saved); }
-};
-
-NamedTensors params_of(const Mixer& m) {
-  NamedTensors p;
-  m.named_parameters("", p);
-  return p;
-}
-
-// Overwrites every parameter with U(lo, hi) values: the default init (std 0.02)
-// makes the attention almost uniform, which would hide softmax errors.
-void randomise(const Mixer& m, Generator& gen, double lo = -0.5, double hi = 0.5) {
-  for (auto& [name, t] : params_of(m)) {
-    Tensor r = t.dtype() == DType::f64 ? rand_f64(t.shape(), gen, lo, hi, false) : rand_f32(t.shape(), gen, lo, hi);
-    t.copy_from(r);
-  }
-}
-
-// Copies the parameter values of `from` into `to` (converting the dtype).
-void copy_params(const Mixer& from, const Mixer& to) {
-  NamedTensors a = params_of(from), b = params_of(to);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) b[i].second.copy_from(a[i].second.to(b[i].second.dtype()));
-}
 
 // ---- the fused core against the oracle, float32 ----
 
