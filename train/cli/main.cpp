@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   EvalArgs eval_args;
   auto* eval = app.add_subcommand("eval", "Loss and accuracy of a checkpoint on its task or a text file, as JSON");
   eval->add_option("CHECKPOINT", eval_args.checkpoint, "checkpoint.h5 or a run directory")->required();
-  eval->add_option("--set", eval_args.overrides, "Override a config key, e.g. --set data.text.path=other.txt")
+  eval->add_option("--set", eval_args.overrides, "Override a config key, e.g. --set data.path=other.txt")
       ->take_all()
       ->allow_extra_args(false);
 
