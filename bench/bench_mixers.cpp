@@ -136,10 +136,19 @@ void decode_benchmark(bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: bench_mixers [--quick] [--only layers|train|decode]\n");
+      return 2;
+    }
+  }
   std::printf("# seqmix mixer benchmarks; %s\n", bench::threads_note().c_str());
-  layer_benchmark(quick);
-  train_step_benchmark(quick);
-  decode_benchmark(quick);
+  if (only.empty() || only == "layers") layer_benchmark(quick);
+  if (only.empty() || only == "train") train_step_benchmark(quick);
+  if (only.empty() || only == "decode") decode_benchmark(quick);
   return 0;
 }
