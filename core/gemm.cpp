@@ -48,7 +48,7 @@ struct DnnlContext {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   std::mutex mutex;
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool>;
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool, int>;
   struct Entry {
     std::shared_ptr<dnnl::matmul> prim;
     dnnl::memory::desc scratchpad;
@@ -80,10 +80,12 @@ MatmulDescs matmul_descs(const GemmShape& s) {
       memory::desc({s.batch, s.M, s.N}, memory::data_type::f32, memory::dims{sc, s.N, 1})};
 }
 
+// oneDNN plans its thread partition when a primitive is created, so the thread
+// count it was created with is part of the key.
 DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool accumulate) {
   using dnnl::memory;
   const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
-  DnnlContext::Key key{s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b, sa, sb, sc, accumulate};
+  DnnlContext::Key key{s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b, sa, sb, sc, accumulate, omp_get_max_threads()};
   std::lock_guard<std::mutex> lock(ctx.mutex);
   auto it = ctx.cache.find(key);
   if (it != ctx.cache.end()) return it->second;
@@ -116,6 +118,19 @@ void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool acc
     return;
   }
   DnnlContext& ctx = dnnl_context();
+  // Small products (decoding one token, a chunk inside a fused kernel) run on the
+  // calling thread: waking a second thread costs more than the work. Decoding a
+  // mixer layer at batch 1 spent ~40% of its time in OpenMP barriers before.
+  const bool serial = !omp_in_parallel() && s.batch * s.M * s.N * s.K < (int64_t{1} << 20);
+  const int saved_threads = omp_get_max_threads();
+  if (serial) omp_set_num_threads(1);
+  struct Restore {
+    bool on;
+    int n;
+    ~Restore() {
+      if (on) omp_set_num_threads(n);
+    }
+  } restore{serial, saved_threads};
   const DnnlContext::Entry entry = matmul_primitive(ctx, s, accumulate);
   const auto& prim = entry.prim;
   thread_local std::vector<std::byte> scratch;
