@@ -12,6 +12,7 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/op_testing.h"
 
 using namespace seqmix;
 using namespace seqmix::testing;
@@ -43,26 +44,7 @@ Tensor random_ids(const Shape& shape, int64_t V, Generator& gen) {
   return Tensor::from_vector(shape, v);
 }
 
-// Bit-for-bit equality of two tensors' values.
-::testing::AssertionResult same_values(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape())
-    return ::testing::AssertionFailure() << "shapes differ: " << shape_str(a.shape()) << " vs " << shape_str(b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a.item(i) << " vs " << b.item(i);
-  return ::testing::AssertionSuccess();
-}
 
-template <class F>
-void expect_shape_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected a ShapeError";
-  } catch (const ShapeError& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
 
 // Runs f once with 1 OpenMP thread and once with 2, restoring the setting.
 template <class F>

@@ -16,6 +16,7 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/op_testing.h"
 
 using namespace seqmix;
 using namespace seqmix::testing;
@@ -30,22 +31,6 @@ std::string shape_name(const Shape& s) {
   return n;
 }
 
-// Backpropagates loss = sum(y * gy) through a tiny tape node of its own, so the seed
-// does not depend on any op under test.
-void backprop_with(const Tensor& y, const Tensor& gy) {
-  Tensor loss = Tensor::zeros({}, y.dtype());
-  record({&loss}, [y, gy](const std::vector<Tensor>& g) {
-    Tensor dy = y.grad_buffer();
-    const double s = g[0].item();
-    for (int64_t i = 0; i < y.numel(); ++i) {
-      if (y.dtype() == DType::f32)
-        dy.f32()[i] += static_cast<float>(gy.item(i) * s);
-      else
-        dy.f64()[i] += gy.item(i) * s;
-    }
-  });
-  backward(loss);
-}
 
 // Exact equality of every element (float32 widens to double exactly).
 bool bitwise_equal(const Tensor& a, const Tensor& b) {

@@ -12,6 +12,7 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/op_testing.h"
 
 using namespace seqmix;
 using namespace seqmix::testing;
@@ -77,26 +78,7 @@ std::vector<int32_t> random_ids(int64_t n, int64_t V, Generator& gen) {
   return v;
 }
 
-// Bit-for-bit equality (allclose with zero tolerances would divide 0 by 0).
-::testing::AssertionResult same_values(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape())
-    return ::testing::AssertionFailure() << "shapes differ: " << shape_str(a.shape()) << " vs " << shape_str(b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a.item(i) << " vs " << b.item(i);
-  return ::testing::AssertionSuccess();
-}
 
-template <class F>
-void expect_shape_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected a ShapeError";
-  } catch (const ShapeError& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
 
 // ---- float64 gradient checks, one line per case ----
 
