@@ -34,7 +34,8 @@
 //   so that "--set model.mixer.d_state=32 --set model.mixer.type=mamba" works in any order;
 //   switching the type drops the file's options of the old type (the new type starts from
 //   its defaults). Problems caused by an override are reported as "--set KEY=VALUE: problem".
-// - A relative data.path from a config *file* is resolved against the file's directory if
+// - A relative data.path from a config *file* is resolved against the file's directory (and made absolute, so that
+//   a saved config works from any directory) if
 //   the file exists there, otherwise it is left relative to the current directory. A path
 //   given by --set is always relative to the current directory. parse_config never
 //   resolves (it has no directory), so a resolved config saved in a checkpoint reloads as is.

@@ -519,7 +519,7 @@ Config parse_impl(const std::string& text, const std::string& source,
     const std::filesystem::path path(c.data.text.path);
     std::error_code ec;
     if (path.is_relative() && std::filesystem::exists(*base_dir / path, ec))
-      c.data.text.path = (*base_dir / path).lexically_normal().string();
+      c.data.text.path = std::filesystem::absolute(*base_dir / path, ec).lexically_normal().string();
   }
 
   // Type and kind switches first: they decide which other keys exist.
