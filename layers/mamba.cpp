@@ -105,7 +105,7 @@ Tensor MambaMixer::step(MixerState& state, const Tensor& x_t) const {
   Tensor xc = mamba_conv1d_silu_step(s->conv, {xz, 0}, conv1d_weight, conv1d_bias);  // (B, E)
   Tensor xdbl = linear(xc, x_proj_weight);                                         // (B, R+2N)
   Tensor dr = mamba_linear_columns({xdbl, 0}, dt_proj_weight, dt_proj_bias);       // (B, E)
-  Tensor yg = selective_scan_step(s->ssm, xc, dr, A_log, {xdbl, R}, {xdbl, R + N}, D, {xz, E});
+  Tensor yg = selective_scan_step(s->ssm, xc, dr, A_log, {xdbl, R}, {xdbl, R + N}, D, {xz, E}, s->decay);
   ++s->t;
   return linear(yg, out_proj_weight);  // (B, D)
 }

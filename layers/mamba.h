@@ -28,6 +28,9 @@ namespace seqmix {
 struct MambaState : MixerState {
   Tensor conv;  // (B, d_conv-1, E): the last d_conv-1 conv inputs, oldest first
   Tensor ssm;   // (B, E, N)
+  // The decay coefficients from A_log, computed at the first step: a state keeps
+  // decoding with the parameters it started with.
+  Tensor decay;  // (E, N)
 };
 
 class MambaMixer : public Mixer {

@@ -747,7 +747,8 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta_raw, const Tensor& A_
 // with the parallel form up to the GEMMs' own rounding.
 
 Tensor selective_scan_step(Tensor& h, const Tensor& u, const Tensor& delta_raw, const Tensor& A_log,
-                           const ColumnSlice& bc, const ColumnSlice& cc, const Tensor& D, const ColumnSlice& z) {
+                           const ColumnSlice& bc, const ColumnSlice& cc, const Tensor& D, const ColumnSlice& z,
+                           Tensor& as_cache) {
   const char* op = "selective_scan_step";
   if (!u.defined() || u.ndim() != 2)
     throw ShapeError(std::string(op) + ": u must be (B, E), got " + (u.defined() ? shp(u) : std::string("undefined")));
@@ -763,10 +764,19 @@ Tensor selective_scan_step(Tensor& h, const Tensor& u, const Tensor& delta_raw, 
   check_columns(op, "z", z, {B}, E);
   check_same_dtype(op, {&h, &u, &delta_raw, &A_log, &bc.src, &cc.src, &D, &z.src});
   Tensor out = Tensor::empty({B, E}, u.dtype());
+  if (!as_cache.defined() || as_cache.dtype() != A_log.dtype() || as_cache.shape() != A_log.shape()) {
+    as_cache = Tensor::empty(A_log.shape(), A_log.dtype());
+    dispatch_float(u.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      const T* Al = A_log.data<T>();
+      T* As = as_cache.data<T>();
+      for (int64_t i = 0; i < E * N; ++i) As[i] = As_of(Al[i]);
+    });
+  }
   dispatch_float(u.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     T* H = h.data<T>();
-    const T *U = u.data<T>(), *R = delta_raw.data<T>(), *Al = A_log.data<T>(), *Dp = D.data<T>();
+    const T *U = u.data<T>(), *R = delta_raw.data<T>(), *As = as_cache.data<T>(), *Dp = D.data<T>();
     const T *Bsrc = bc.src.data<T>(), *Csrc = cc.src.data<T>(), *Zsrc = z.src.data<T>();
     T* O = out.data<T>();
     const int64_t ldb = bc.src.size(1), ldc = cc.src.size(1), ldz = z.src.size(1);
@@ -779,7 +789,7 @@ Tensor selective_scan_step(Tensor& h, const Tensor& u, const Tensor& delta_raw, 
       T y = 0;
       T* hn = H + be * N;
       for (int64_t n = 0; n < N; ++n) {
-        hn[n] = mamba_math::ScanDecay<T>::decay(delta * As_of(Al[e * N + n])) * hn[n] + du * Bt[n];
+        hn[n] = mamba_math::ScanDecay<T>::decay(delta * As[e * N + n]) * hn[n] + du * Bt[n];
         y += hn[n] * Ct[n];
       }
       O[be] = (y + Dp[e] * uu) * silu(Zsrc[b * ldz + z.col + e]);

@@ -51,9 +51,12 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta_raw, const Tensor& A_
 
 // One recurrent step of the same computation (no tape), for decoding. Updates
 // h: (B, E, N) in place and returns out (B, E). u, delta_raw, z: (B, E); Bt, Ct:
-// (B, N) read from columns of bc.src / cc.src of shape (B, C).
+// (B, N) read from columns of bc.src / cc.src of shape (B, C). as_cache: (E, N),
+// the decay coefficients -exp(A_log) * ScanDecay::kScale; computed into it when
+// undefined, so that a decode state pays the E*N exponentials once, not per token.
 Tensor selective_scan_step(Tensor& h, const Tensor& u, const Tensor& delta_raw, const Tensor& A_log,
-                           const ColumnSlice& bc, const ColumnSlice& cc, const Tensor& D, const ColumnSlice& z);
+                           const ColumnSlice& bc, const ColumnSlice& cc, const Tensor& D, const ColumnSlice& z,
+                           Tensor& as_cache);
 
 // One recurrent step of mamba_conv1d_silu (no tape). conv_state: (B, K-1, E), the
 // last K-1 inputs, oldest first, updated in place; x = src[..., col : +E] of a (B, C)
