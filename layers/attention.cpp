@@ -1,13 +1,16 @@
 // Causal multi-head softmax attention (SPEC 2.1): parameters, the parallel form
 // and the KV-cache recurrent form.
 #include "layers/attention.h"
+#include "layers/mamba_math.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "core/ops.h"
 #include "core/tape.h"
+#include "layers/attention_gemm.h"
 #include "layers/attention_kernel.h"
 
 namespace seqmix {
@@ -102,28 +105,24 @@ Tensor AttentionMixer::step(MixerState& state, const Tensor& x_t) const {
         K[t * dh + e] = qkv_p[b * 3 * D + D + h * dh + e];
         V[t * dh + e] = qkv_p[b * 3 * D + 2 * D + h * dh + e];
       }
-      // Softmax over the cache with the maximum subtracted. Accumulated in T: the
-      // dot products and the weighted sum are contiguous SIMD loops (float32
-      // decoding at 8k tokens of context is bound by streaming the cache).
+      // Softmax over the cache with the maximum subtracted: scores = scale * q K^T
+      // and out = p V as two GEMVs (oneDNN's sgemm for float; it needs no
+      // per-shape primitive, and the cache length changes every step).
       std::vector<T> sc(t + 1);
+      gemm_ld(false, true, 1, t + 1, dh, static_cast<T>(scale), q, dh, K, dh, T(0), sc.data(), t + 1);
       T mx = -INFINITY;
-      for (int64_t j = 0; j <= t; ++j) {
-        const T* kj = K + j * dh;
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t e = 0; e < dh; ++e) dot += q[e] * kj[e];
-        sc[j] = dot * static_cast<T>(scale);
-        mx = std::max(mx, sc[j]);
-      }
+      for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, sc[j]);
       T denom = 0;
-      for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = std::exp(sc[j] - mx));
-      std::vector<T> acc(dh, T(0));
-      for (int64_t j = 0; j <= t; ++j) {
-        const T* vj = V + j * dh;
-        const T p = sc[j];
-#pragma omp simd
-        for (int64_t e = 0; e < dh; ++e) acc[e] += p * vj[e];
+      if constexpr (std::is_same_v<T, float>) {
+        // Every argument is <= 0: the branch-free exp of mamba_math vectorises
+        // (libm's expf does not).
+#pragma omp simd reduction(+ : denom)
+        for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = mamba_math::exp_neg_f32(sc[j] - mx));
+      } else {
+        for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = std::exp(sc[j] - mx));
       }
+      std::vector<T> acc(dh);
+      gemm_ld(false, false, 1, dh, t + 1, T(1), sc.data(), t + 1, V, dh, T(0), acc.data(), dh);
       for (int64_t e = 0; e < dh; ++e) op[b * D + h * dh + e] = static_cast<T>(acc[e] / denom);
     }
   });
