@@ -57,7 +57,6 @@ int cmd_train(const TrainArgs& args) {
     trainer = std::make_unique<Trainer>(cfg, out_dir);
   }
   TrainResult r = trainer->run();
-  const bool recall = trainer->config().data.kind == "recall";
   char line[512];
   std::snprintf(line, sizeof line,
                 "done: %lld steps in %.1fs | train loss %.4f | valid loss %.4f | valid accuracy %.4f (best %.4f)%s | "
@@ -65,7 +64,6 @@ int cmd_train(const TrainArgs& args) {
                 (long long)r.steps, r.wall_seconds, r.final_train_loss, r.final_eval.loss, r.final_eval.accuracy,
                 r.best_valid_accuracy, r.early_stopped ? " | early stop" : "", r.tokens_per_second,
                 (fs::path(out_dir) / "checkpoint.h5").string().c_str());
-  (void)recall;
   std::cout << line << std::endl;
   // result.json: the run's outcome in one place, for sweeps and scripts.
   const Trainer& t = *trainer;

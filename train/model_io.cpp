@@ -13,11 +13,8 @@ LoadedModel load_model(const std::string& checkpoint_path, const std::vector<std
   LoadedModel lm;
   lm.path = checkpoint_path_of(checkpoint_path);
   CheckpointData ck = read_checkpoint(lm.path);
-  try {
-    lm.config = parse_config(ck.config_yaml, lm.path + " (config attribute)", overrides);
-  } catch (const ConfigError& e) {
-    throw;  // already names the checkpoint or the override
-  }
+  // A ConfigError names the checkpoint or the --set override at fault.
+  lm.config = parse_config(ck.config_yaml, lm.path + " (config attribute)", overrides);
   Generator gen(0);
   LayerInit init{&gen, lm.config.model.n_layers, DType::f32};
   lm.model = std::make_unique<LanguageModel>(lm.config.model, init);
