@@ -85,7 +85,7 @@ MatmulDescs matmul_descs(const GemmShape& s) {
 DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool accumulate) {
   using dnnl::memory;
   const int64_t sa = stride_a(s), sb = stride_b(s), sc = stride_c(s);
-  DnnlContext::Key key{s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b, sa, sb, sc, accumulate, omp_get_max_threads()};
+  DnnlContext::Key key{s.batch, s.M, s.N, s.K, s.trans_a, s.trans_b, sa, sb, sc, accumulate, omp_in_parallel() ? 1 : omp_get_max_threads()};
   std::lock_guard<std::mutex> lock(ctx.mutex);
   auto it = ctx.cache.find(key);
   if (it != ctx.cache.end()) return it->second;
@@ -107,30 +107,9 @@ DnnlContext::Entry matmul_primitive(DnnlContext& ctx, const GemmShape& s, bool a
   return entry;
 }
 
-}  // namespace
-
-void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool accumulate) {
-  if (s.batch == 0 || s.M == 0 || s.N == 0) return;
-  if (s.K == 0) {
-    if (!accumulate)
-      for (int64_t b = 0; b < s.batch; ++b)
-        for (int64_t i = 0; i < s.M * s.N; ++i) C[b * stride_c(s) + i] = 0;
-    return;
-  }
-  DnnlContext& ctx = dnnl_context();
-  // Small products (decoding one token, a chunk inside a fused kernel) run on the
-  // calling thread: waking a second thread costs more than the work. Decoding a
-  // mixer layer at batch 1 spent ~40% of its time in OpenMP barriers before.
-  const bool serial = !omp_in_parallel() && s.batch * s.M * s.N * s.K < (int64_t{1} << 20);
-  const int saved_threads = omp_get_max_threads();
-  if (serial) omp_set_num_threads(1);
-  struct Restore {
-    bool on;
-    int n;
-    ~Restore() {
-      if (on) omp_set_num_threads(n);
-    }
-  } restore{serial, saved_threads};
+// Runs one product through a cached primitive. Inside a parallel region oneDNN
+// runs on the calling thread with a stream of its own.
+void gemm_execute(DnnlContext& ctx, const GemmShape& s, const float* A, const float* B, float* C, bool accumulate) {
   const DnnlContext::Entry entry = matmul_primitive(ctx, s, accumulate);
   const auto& prim = entry.prim;
   thread_local std::vector<std::byte> scratch;
@@ -143,8 +122,6 @@ void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool acc
   memory scratch_mem(entry.scratchpad, ctx.engine, scratch.data());
   const std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}, {DNNL_ARG_SCRATCHPAD, scratch_mem}};
-  // Fused kernels may call gemm from inside their own parallel loops; each such
-  // call gets a stream of its own (oneDNN then runs it on the calling thread).
   if (omp_in_parallel()) {
     dnnl::stream stream(ctx.engine);
     prim->execute(stream, args);
@@ -154,6 +131,37 @@ void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool acc
     ctx.stream.wait();
   }
 }
+
+}  // namespace
+
+void gemm(const GemmShape& s, const float* A, const float* B, float* C, bool accumulate) {
+  if (s.batch == 0 || s.M == 0 || s.N == 0) return;
+  if (s.K == 0) {
+    if (!accumulate)
+      for (int64_t b = 0; b < s.batch; ++b)
+        for (int64_t i = 0; i < s.M * s.N; ++i) C[b * stride_c(s) + i] = 0;
+    return;
+  }
+  DnnlContext& ctx = dnnl_context();
+  // Small products (decoding one token, a chunk inside a fused kernel) run on one
+  // thread: waking a second thread costs more than the work. They run inside a
+  // parallel region of the current team with one thread working, so oneDNN sees
+  // omp_in_parallel() and stays serial, and the team is never resized (changing
+  // omp_set_num_threads instead made libgomp rebuild its team at every call: a text
+  // model trained 5x slower). Decoding a layer at batch 1 spent ~40% of its time in
+  // OpenMP barriers before.
+  const bool serial = !omp_in_parallel() && s.batch * s.M * s.N * s.K < (int64_t{1} << 20);
+  if (serial && omp_get_max_threads() > 1) {
+#pragma omp parallel
+    {
+#pragma omp single
+      gemm_execute(ctx, s, A, B, C, accumulate);
+    }
+  } else {
+    gemm_execute(ctx, s, A, B, C, accumulate);
+  }
+}
+
 
 void gemm(const GemmShape& s, const double* A, const double* B, double* C, bool accumulate) {
   gemm_loops(s, A, B, C, accumulate);
