@@ -421,6 +421,9 @@ def main():
         r = {k: round(bench_decode(layer, n, dec_steps, d), 1) for k, n in (("1k", 1024), ("8k", 8192))}
         res["decode"][name] = r
         print(f"  {name:18s} {r['1k']:12.0f} {r['8k']:12.0f}", flush=True)
+    res["load_average_end"] = round(os.getloadavg()[0], 2)
+    print(f"load average at the end {res['load_average_end']} (with 2 threads, any other busy "
+          f"process makes the many small OpenMP ops of the loops and decoding wait)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
