@@ -3,6 +3,8 @@
 
 #include <omp.h>
 
+#include <vector>
+
 #include "core/random.h"
 #include "layers/module.h"
 
@@ -27,6 +29,10 @@ NamedTensors params_of(const Mixer& m);
 // Overwrites every parameter with U(lo, hi) values: the default init (std 0.02)
 // keeps pre-activations near 0, which would hide errors in softmax or feature maps.
 void randomise(const Mixer& m, Generator& gen, double lo = -0.5, double hi = 0.5);
+
+// Causality: changing input t0 (float64 x of shape (B, L, D)) leaves every output
+// before t0 bit-identical and changes output t0.
+void expect_causal(Mixer& layer, const Tensor& x, const std::vector<int64_t>& changed_positions);
 
 // Copies the parameter values of `from` into `to` (converting the dtype).
 void copy_params(const Mixer& from, const Mixer& to);
