@@ -13,11 +13,12 @@ Each mixer is written the way its standard pure-PyTorch reference is written:
   mamba             mamba_simple's slow path with selective_scan_ref (Python loop over L)
 Decoding uses each mixer's recurrent form (attention: a preallocated KV cache).
 
-Not used by the build or the tests. Run by hand, e.g.
+Not used by the build or the tests. Run by hand, on an otherwise idle machine, e.g.
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=2 /usr/bin/python3 \
-      bench/torch_mixers.py [--json out.json] [--quick]
+      bench/torch_mixers.py [--json out.json] [--quick] [--plain-malloc]
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -77,8 +78,8 @@ def phi(x):
 
 
 class LinearAttention(nn.Module):
-    # chunk: the fastest of 64, 128, 256 and 1024 (= the plain masked quadratic form) for the
-    # fwd+bwd at B=8 L=1024 D=256 H=1 on the 2-core test machine; 64 was about 3x slower
+    # chunk: fwd+bwd at B=8 L=1024 D=256 H=1 on the 2-core test machine took 0.36 s (64),
+    # 0.23 s (128), 0.24 s (256), 0.32 s (1024, the plain masked quadratic form)
     def __init__(self, d, num_heads=1, eps=1e-6, chunk=256):
         super().__init__()
         self.h, self.dh, self.eps, self.chunk = num_heads, d // num_heads, eps, chunk
@@ -361,28 +362,53 @@ def bench_train_step(warmup, repeats, b=64, l=256, d=128, v=8192):
 
 
 @torch.no_grad()
-def bench_decode(layer, ctx, steps, d):
-    st = layer.init_state(ctx, ctx + steps + 1)
-    xs = torch.randn(steps + 1, 1, d)
-    layer.step(st, xs[-1])  # warm-up
-    t0 = time.perf_counter()
-    for i in range(steps):
-        layer.step(st, xs[i])
-    return steps / (time.perf_counter() - t0)
+def bench_decode(layer, ctx, steps, d, windows):
+    rates = []
+    for _ in range(windows):  # a fresh state of ctx tokens per window; median tokens/s
+        st = layer.init_state(ctx, ctx + steps + 1)
+        xs = torch.randn(steps + 1, 1, d)
+        layer.step(st, xs[-1])  # warm-up
+        t0 = time.perf_counter()
+        for i in range(steps):
+            layer.step(st, xs[i])
+        rates.append(steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def keep_freed_memory():
+    """Make glibc malloc keep freed memory in the process instead of returning it to the OS.
+
+    PyTorch's CPU allocator is plain malloc; by default tensors above glibc's (dynamic) mmap
+    threshold are mmap'ed and unmapped on free, so every fresh large tensor pays first-touch page
+    faults (~200 ms per 64 MB in the test VM), and how many do depends on what ran before (H3
+    measured 0.35 s or 1.4 s for the same code). Caching allocators (jemalloc, tcmalloc, as the
+    PyTorch CPU tuning guides advise) avoid this; this is the same effect without a preload.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    # no mmap'ed chunks, never trim the heap (-1), grow it in steps of 256 MB
+    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, -1)
+                and libc.mallopt(m_top_pad, 256 << 20))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
+    ap.add_argument("--plain-malloc", action="store_true",
+                    help="leave glibc malloc at its defaults (see keep_freed_memory)")
     args = ap.parse_args()
+    tuned = False if args.plain_malloc else keep_freed_memory()
     threads = int(os.environ.get("OMP_NUM_THREADS", 2))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     b, l, d = 8, 1024, 256
     fast = (1, 2) if args.quick else (2, 7)   # (warm-up, repeats) for vectorised forms
     slow = (0, 1) if args.quick else (1, 3)   # for the Python loops over L
-    dec_steps = 32 if args.quick else 256
+    dec_steps, dec_windows = (32, 1) if args.quick else (128, 3)
     has_sdpa = hasattr(F, "scaled_dot_product_attention")
 
     layers = {  # name: (module, reps, decode-able)
@@ -395,10 +421,11 @@ def main():
         "mamba": (Mamba(d), slow, True),
     }
     load = round(os.getloadavg()[0], 2)  # other work on the machine distorts OpenMP timings badly
-    print(f"torch {torch.__version__}, {threads} threads, load average {load}; "
+    print(f"torch {torch.__version__}, {threads} threads, load average {load}, "
+          f"malloc {'keeps freed memory' if tuned else 'default'}; "
           f"layer fwd+bwd at B={b} L={l} D={d} float32")
     res = {"threads": threads, "torch": torch.__version__, "load_average": load,
-           "layers": {}, "decode": {}}
+           "malloc_keeps_freed_memory": tuned, "layers": {}, "decode": {}}
     x = torch.randn(b, l, d, requires_grad=True)
     for name, (layer, (w, r), _) in layers.items():
         if name == "attention_sdpa" and not has_sdpa:
@@ -413,17 +440,17 @@ def main():
     print(f"MQAR train step (2 attention layers, B=64 L=256 D=128 V=8192, AdamW): "
           f"{res['train_step_ms']:.1f} ms", flush=True)
 
-    print(f"decode, batch 1, D={d}, {dec_steps} single-token steps (tokens/s):")
+    print(f"decode, batch 1, D={d}, median of {dec_windows} x {dec_steps} single-token steps (tokens/s):")
     print(f"  {'':18s} {'1k ctx':>12s} {'8k ctx':>12s}")
     for name, (layer, _, decodes) in layers.items():
         if not decodes:
             continue
-        r = {k: round(bench_decode(layer, n, dec_steps, d), 1) for k, n in (("1k", 1024), ("8k", 8192))}
+        r = {k: round(bench_decode(layer, n, dec_steps, d, dec_windows), 1) for k, n in (("1k", 1024), ("8k", 8192))}
         res["decode"][name] = r
         print(f"  {name:18s} {r['1k']:12.0f} {r['8k']:12.0f}", flush=True)
     res["load_average_end"] = round(os.getloadavg()[0], 2)
-    print(f"load average at the end {res['load_average_end']} (with 2 threads, any other busy "
-          f"process makes the many small OpenMP ops of the loops and decoding wait)")
+    print(f"load average at the end {res['load_average_end']} (this run alone adds about 2; with "
+          f"2 threads, any other busy process makes the small OpenMP ops of the loops wait)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
