@@ -7,6 +7,12 @@ packages=(
   libdnnl-dev libhdf5-dev hdf5-tools
   libspdlog-dev libfmt-dev libgtest-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
+  # sanitizer build and libFuzzer targets (clang's runtime)
+  clang libclang-rt-14-dev
+  # the Python bridge (python/seqmix_torch), its tests, and seqmix plot (matplotlib);
+  # run with Debian's /usr/bin/python3. libopenblas0-pthread keeps torch fast on CPU.
+  python3 python3-torch python3-numpy python3-h5py python3-yaml python3-matplotlib
+  libopenblas0-pthread
 )
 missing=()
 for p in "${packages[@]}"; do
