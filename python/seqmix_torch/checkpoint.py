@@ -137,6 +137,9 @@ def save(model, path, config=None, tokenizer=None):
         config = getattr(model, "config", None)
         if config is None:
             raise ValueError("save: the model carries no config; pass config=")
+        text = getattr(model, "config_text", None)
+        if text is not None and config_mod.parse(text) == config:
+            config = text
     config_text = config if isinstance(config, str) else config_mod.to_yaml(config)
     if tokenizer is None:
         tokenizer = getattr(model, "tokenizer", None)

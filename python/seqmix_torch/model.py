@@ -99,6 +99,9 @@ class LanguageModel(nn.Module):
     def __init__(self, config, tokenizer=None):
         super().__init__()
         self.config = config_mod.parse(config)
+        # The YAML as given, so that save() writes a loaded checkpoint's config back
+        # byte for byte while model.config is left unchanged.
+        self.config_text = config if isinstance(config, str) else None
         self.options = opt = config_mod.model_options(self.config)
         self.tokenizer = tokenizer
         V, D = opt["vocab_size"], opt["d_model"]
