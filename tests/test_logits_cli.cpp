@@ -74,7 +74,10 @@ class LogitsCli : public ::testing::Test {
   static std::string ckpt() { return (*dir_ / "r" / "checkpoint.h5").string(); }
   static std::string ids(int64_t n) {
     std::string s;
-    for (int64_t i = 0; i < n; ++i) s += (i ? "," : "") + std::to_string((i * 7 + 3) % 48);
+    for (int64_t i = 0; i < n; ++i) {
+      if (i) s += ',';
+      s += std::to_string((i * 7 + 3) % 48);
+    }
     return s;
   }
   static std::vector<std::vector<float>> logits_of(const std::string& json_text) {
