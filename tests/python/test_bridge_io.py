@@ -137,7 +137,7 @@ class TextTokenizer(bs.SeqmixTestCase):
         corpus = cls.write("corpus.txt", CORPUS)
         data = f"\ndata: {{kind: text, path: {corpus}, tokenizer: char, seq_len: 32}}"
         cls.ckpt = cls.train("text", bs.config_text("gla", data=data))
-        cls.model = seqmix_torch.load(cls.ckpt)
+        cls.model = seqmix_torch.load(os.path.dirname(cls.ckpt))  # a run directory loads too
 
     def test_the_char_tokenizer_of_the_checkpoint(self):
         tok = self.model.tokenizer
@@ -160,6 +160,15 @@ class TextTokenizer(bs.SeqmixTestCase):
         _, out, _ = bs.run("sample", self.ckpt, "--prompt", prompt, "--max-new-tokens", 30, "--temperature", 0)
         generated = self.model.tokenizer.decode(self.model.generate(ids, 30, temperature=0))
         self.assertEqual(out, prompt + generated + "\n")
+
+    def test_init_from_refuses_a_checkpoint_whose_tokenizer_differs_from_the_corpus(self):
+        other = self.write("other.txt", CORPUS + "XYZ")
+        data = f"\ndata: {{kind: text, path: {other}, tokenizer: char, seq_len: 32}}"
+        cfg = self.write("other.yaml", bs.config_text("gla", data=data))
+        code, _, err = bs.run("train", cfg, "--init-from", os.path.dirname(self.ckpt) + "/checkpoint.h5",
+                              "--out", os.path.join(self.dir, "other"), check=False)
+        self.assertEqual(code, 1)
+        self.assertIn("its tokenizer (char) differs from the one of CONFIG's corpus", err)
 
     def test_the_tokenizer_survives_save(self):
         saved = os.path.join(self.dir, "saved.h5")
