@@ -12,6 +12,7 @@
 #include "core/tape.h"
 #include "data/errors.h"
 #include "train/checkpoint.h"
+#include "train/init_from.h"
 #include "train/model_io.h"
 #include "train/trainer.h"
 
@@ -42,6 +43,7 @@ int cmd_train(const TrainArgs& args) {
   std::unique_ptr<Trainer> trainer;
   std::string out_dir;
   if (!args.resume_dir.empty()) {
+    if (!args.init_from.empty()) throw std::invalid_argument("--resume continues a run; --init-from starts a new one");
     if (!args.config_path.empty() || !args.overrides.empty())
       throw std::invalid_argument("--resume takes its configuration from the checkpoint; drop CONFIG and --set");
     out_dir = args.resume_dir;
@@ -55,6 +57,7 @@ int cmd_train(const TrainArgs& args) {
                                   out_dir + " or choose another --out");
     std::cout << "# resolved configuration\n" << to_yaml(cfg) << std::flush;
     trainer = std::make_unique<Trainer>(cfg, out_dir);
+    if (!args.init_from.empty()) init_weights_from(args.init_from, trainer->model(), trainer->data());
   }
   TrainResult r = trainer->run();
   char line[512];
