@@ -27,7 +27,8 @@
 # first sampling at step 20, and reads its peak RSS (VmHWM) just before.
 #
 # The threads are OMP_NUM_THREADS (default 2) for all three. Run on a machine as quiet
-# as you can get and read the load averages printed beside each figure.
+# as you can get and read the load averages printed beside each figure; the script does
+# not renice itself (run it as `nice -n 5 bench/compare_llmc.sh ...` on a shared machine).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -92,17 +93,17 @@ PYEOF
 
 run_seqmix() {  # B T
   echo "## seqmix B=$1 T=$2 (load average $(loadavg))"
-  nice -n 5 "$BUILD_DIR/bench_train_step" --B "$1" --T "$2" | tee "$SCRATCH/seqmix_$1_$2.txt"
+  "$BUILD_DIR/bench_train_step" --B "$1" --T "$2" | tee "$SCRATCH/seqmix_$1_$2.txt"
 }
 run_torch() {  # B T
   echo "## PyTorch + nanoGPT B=$1 T=$2 (load average $(loadavg))"
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n 5 "$PY" "$HERE/torch_gpt2_step.py" "$NANOGPT_DIR" --B "$1" --T "$2" \
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" "$HERE/torch_gpt2_step.py" "$NANOGPT_DIR" --B "$1" --T "$2" \
     | grep -v -e '^WARNING: using slow attention' | tee "$SCRATCH/torch_$1_$2.txt"
 }
 run_llmc() {
   echo "## llm.c train_gpt2 B=4 T=64, $LLMC_STEPS steps (load average $(loadavg))"
   # stdbuf: train_gpt2 writes to a pipe/file, so make its stdout line-buffered to see each step as it ends.
-  (cd "$SCRATCH" && exec nice -n 5 stdbuf -oL "$LLMC_DIR/train_gpt2") > "$SCRATCH/llmc.txt" 2>&1 &
+  (cd "$SCRATCH" && exec stdbuf -oL "$LLMC_DIR/train_gpt2") > "$SCRATCH/llmc.txt" 2>&1 &
   LLMC_PID=$!
   local hwm=0
   while kill -0 "$LLMC_PID" 2>/dev/null; do
