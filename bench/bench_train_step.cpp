@@ -155,8 +155,9 @@ int main(int argc, char** argv) {
               "learned positions %lld, GELU MLP 4x, tied, layernorm; B=%lld T=%lld\n",
               (long long)a.layers, (long long)a.heads, (long long)a.d_model, (long long)a.vocab, (long long)a.max_pos,
               (long long)a.B, (long long)a.T);
-  std::printf("# %s\n# %s\n# load average at start: %s\n", bench::cpu_summary().c_str(), bench::threads_note().c_str(),
-              bench::load_average().c_str());
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");  // decides the figure on a shared machine (RESULTS.md)
+  std::printf("# %s\n# %s, OMP_WAIT_POLICY=%s\n# load average at start: %s\n", bench::cpu_summary().c_str(),
+              bench::threads_note().c_str(), wait_policy ? wait_policy : "(unset)", bench::load_average().c_str());
 
   ModelOptions mo;
   mo.vocab_size = a.vocab;

@@ -29,6 +29,9 @@
 # The threads are OMP_NUM_THREADS (default 2) for all three. Run on a machine as quiet
 # as you can get and read the load averages printed beside each figure; the script does
 # not renice itself (run it as `nice -n 5 bench/compare_llmc.sh ...` on a shared machine).
+# On a machine with more runnable threads than cores, libgomp's default barrier spin
+# dominates all three programs, unequally; run once more with OMP_WAIT_POLICY=passive
+# (inherited by all three) and report both (bench/RESULTS.md, issue 9 section).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -57,7 +60,7 @@ trap cleanup EXIT
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-echo "# compare_llmc.sh $(date -u '+%Y-%m-%d %H:%M UTC'), OMP_NUM_THREADS=$OMP_NUM_THREADS, load average $(loadavg)"
+echo "# compare_llmc.sh $(date -u '+%Y-%m-%d %H:%M UTC'), OMP_NUM_THREADS=$OMP_NUM_THREADS, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, load average $(loadavg)"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
 echo "# llm.c $(git -C "$LLMC_DIR" log -1 --format=%h 2>/dev/null || echo '(not a git checkout)'), nanoGPT $(git -C "$NANOGPT_DIR" log -1 --format=%h 2>/dev/null || echo '(not a git checkout)')"
 
