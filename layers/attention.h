@@ -9,6 +9,7 @@
 #include <string>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -21,9 +22,13 @@ struct AttentionState : MixerState {
   Tensor v_cache;        // (batch, H, capacity, dh)
 };
 
+// The rules on the options, shared by the config check and the constructor:
+// d_model >= 1, num_heads >= 1 divides d_model, 0 <= dropout < 1.
+void check_options(const AttentionOptions& opt, int64_t d_model, OptionCheck& check);
+
 class AttentionMixer : public Mixer {
  public:
-  // Throws ShapeError unless num_heads >= 1 divides d_model and 0 <= dropout < 1.
+  // Throws ShapeError naming every problem that check_options finds.
   AttentionMixer(int64_t d_model, const AttentionOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;

@@ -23,6 +23,7 @@
 #include "core/random.h"
 #include "core/tensor.h"
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -49,11 +50,19 @@ struct GlaState : MixerState {
   Tensor S;  // (B, H, dk, dv), the dtype of the layer: the S_t of the recurrence
 };
 
+// Dk = D * expand_k (or Dv = D * expand_v), rounded to the nearest integer: check_options
+// accepts only products within 1e-9 of a whole number, and rounding (not truncation, as
+// fla's int() does) keeps 100 * 0.29 = 28.999999999999996 at the 29 channels it means.
+int64_t gla_width(int64_t d_model, double expand);
+
+// The rules on the options, shared by the config check and the constructor: d_model,
+// num_heads and gate_low_rank_dim >= 1; expand_k, expand_v, gate_logit_normalizer and
+// norm_eps > 0; Dk and Dv whole numbers of channels that num_heads divides.
+void check_options(const GlaOptions& opt, int64_t d_model, OptionCheck& check);
+
 class GlaMixer : public Mixer {
  public:
-  // Throws ShapeError unless Dk = int(D * expand_k) and Dv = int(D * expand_v) are
-  // positive multiples of num_heads, and gate_low_rank_dim, gate_logit_normalizer and
-  // norm_eps are positive.
+  // Throws ShapeError naming every problem that check_options finds.
   GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;

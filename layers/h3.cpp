@@ -9,14 +9,21 @@
 
 namespace seqmix {
 
+void check_options(const H3Options& opt, int64_t d_model, OptionCheck& check) {
+  const bool d_ok = check.at_least("d_model", d_model, 1);
+  if (check.at_least("d_state", opt.d_state, 2) && opt.d_state % 2 != 0)
+    check.add({"d_state"}, check.name("d_state") + " = " + std::to_string(opt.d_state) +
+                               " must be even (h3's diagonal SSM uses d_state/2 complex modes)");
+  if (check.at_least("head_dim", opt.head_dim, 1) && d_ok)
+    check.divides({"head_dim", "d_model"}, check.name("d_model"), d_model, "head_dim", opt.head_dim,
+                  "h3 has d_model / head_dim heads");
+}
+
 H3Mixer::H3Mixer(int64_t d_model, const H3Options& opt, const LayerInit& init)
     : d_model_(d_model), d_state_(opt.d_state) {
-  if (d_model < 1) throw ShapeError("H3Mixer: d_model must be positive, got " + std::to_string(d_model));
-  if (opt.d_state < 2 || opt.d_state % 2 != 0)
-    throw ShapeError("H3Mixer: d_state must be even and >= 2, got " + std::to_string(opt.d_state));
-  if (opt.head_dim < 1 || d_model % opt.head_dim != 0)
-    throw ShapeError("H3Mixer: head_dim " + std::to_string(opt.head_dim) + " must divide d_model " +
-                     std::to_string(d_model));
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("h3");
   if (!init.gen) throw ShapeError("H3Mixer: LayerInit has no generator");
   const int64_t D = d_model, N = opt.d_state, Nh = N / 2, H = D / opt.head_dim;
   // Draws in named_parameters order, so the values depend only on the seed.

@@ -12,6 +12,7 @@
 
 #include "layers/h3_kernel.h"
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -20,8 +21,13 @@ struct H3State : MixerState {
   H3CoreState core;
 };
 
+// The rules on the options, shared by the config check and the constructor: d_model >= 1,
+// d_state even and >= 2, head_dim >= 1 dividing d_model.
+void check_options(const H3Options& opt, int64_t d_model, OptionCheck& check);
+
 class H3Mixer : public Mixer {
  public:
+  // Throws ShapeError naming every problem that check_options finds.
   H3Mixer(int64_t d_model, const H3Options& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;

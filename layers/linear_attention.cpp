@@ -11,12 +11,21 @@
 
 namespace seqmix {
 
+void check_options(const LinearAttentionOptions& opt, int64_t d_model, OptionCheck& check) {
+  const bool d_ok = check.at_least("d_model", d_model, 1);
+  if (check.at_least("num_heads", opt.num_heads, 1) && d_ok)
+    check.divides({"num_heads", "d_model"}, check.name("d_model"), d_model, "num_heads", opt.num_heads,
+                  "each head takes d_model / num_heads channels");
+  // phi > 0 keeps the denominator positive even at eps = 0; eps > 0 keeps it away from
+  // the float underflow of phi(q) . z for very negative q and k.
+  check.positive("eps", opt.eps);
+}
+
 LinearAttentionMixer::LinearAttentionMixer(int64_t d_model, const LinearAttentionOptions& opt, const LayerInit& init)
     : d_model_(d_model), opt_(opt) {
-  if (d_model < 1 || opt.num_heads < 1 || d_model % opt.num_heads != 0)
-    throw ShapeError("linear_attention: d_model " + std::to_string(d_model) +
-                     " must be a positive multiple of num_heads " + std::to_string(opt.num_heads));
-  if (!(opt.eps >= 0.0)) throw ShapeError("linear_attention: eps must be >= 0, got " + std::to_string(opt.eps));
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("linear_attention");
   const int64_t D = d_model;
   // Draw order: q, k, v, out weights (biases are constants).
   q_weight_ = param_normal({D, D}, 0.02, init);

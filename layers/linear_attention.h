@@ -10,6 +10,7 @@
 #include <string>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -20,9 +21,13 @@ struct LinearAttentionState : MixerState {
   Tensor z;  // (batch, H, dk): sum over consumed tokens of phi(k_t)
 };
 
+// The rules on the options, shared by the config check and the constructor:
+// d_model >= 1, num_heads >= 1 divides d_model, eps > 0.
+void check_options(const LinearAttentionOptions& opt, int64_t d_model, OptionCheck& check);
+
 class LinearAttentionMixer : public Mixer {
  public:
-  // Throws ShapeError unless num_heads >= 1 divides d_model and eps >= 0.
+  // Throws ShapeError naming every problem that check_options finds.
   LinearAttentionMixer(int64_t d_model, const LinearAttentionOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -33,8 +34,17 @@ struct MambaState : MixerState {
   Tensor decay;  // (E, N)
 };
 
+// The rules on the options, shared by the config check and the constructor: d_model,
+// d_state, d_conv and expand >= 1; dt_rank >= 1 or 0 for auto; 0 < dt_min < dt_max;
+// dt_init_floor >= 0.
+void check_options(const MambaOptions& opt, int64_t d_model, OptionCheck& check);
+
+// R: dt_rank, or ceil(d_model / 16) when it is 0 ("auto").
+int64_t mamba_dt_rank(const MambaOptions& opt, int64_t d_model);
+
 class MambaMixer : public Mixer {
  public:
+  // Throws ShapeError naming every problem that check_options finds.
   MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;

@@ -10,6 +10,14 @@
 
 namespace seqmix {
 
+void check_mixer_options(const MixerOptions& opt, int64_t d_model, OptionCheck& check) {
+  if (opt.type == "attention") check_options(opt.attention, d_model, check);
+  else if (opt.type == "linear_attention") check_options(opt.linear_attention, d_model, check);
+  else if (opt.type == "gla") check_options(opt.gla, d_model, check);
+  else if (opt.type == "h3") check_options(opt.h3, d_model, check);
+  else if (opt.type == "mamba") check_options(opt.mamba, d_model, check);
+}
+
 std::unique_ptr<Mixer> make_mixer(const MixerOptions& opt, int64_t d_model, const LayerInit& init) {
   if (opt.type == "attention") return std::make_unique<AttentionMixer>(d_model, opt.attention, init);
   if (opt.type == "linear_attention") return std::make_unique<LinearAttentionMixer>(d_model, opt.linear_attention, init);

@@ -4,9 +4,13 @@
 #include <memory>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
+
+// The rules of the chosen type's options (the type itself must be valid).
+void check_mixer_options(const MixerOptions& opt, int64_t d_model, OptionCheck& check);
 
 // Throws std::invalid_argument for an unknown type, listing the five valid ones.
 std::unique_ptr<Mixer> make_mixer(const MixerOptions& opt, int64_t d_model, const LayerInit& init);

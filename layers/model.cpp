@@ -22,7 +22,6 @@ Norm make_norm(const std::string& kind, int64_t d, const LayerInit& init) {
   Norm n;
   n.weight = param_constant({d}, 1.0, init);
   if (kind == "layernorm") n.bias = param_constant({d}, 0.0, init);
-  else if (kind != "rmsnorm") throw std::invalid_argument("model.norm '" + kind + "' is not one of layernorm, rmsnorm");
   return n;
 }
 
@@ -33,11 +32,25 @@ void add_norm(const std::string& prefix, const Norm& n, NamedTensors& out) {
 
 }  // namespace
 
+void check_options(const ModelOptions& m, OptionCheck& check) {
+  check.at_least("vocab_size", m.vocab_size, 1);
+  check.at_least("n_layers", m.n_layers, 1);
+  check.one_of("norm", m.norm, {"layernorm", "rmsnorm"});
+  check.one_of("mlp", m.mlp, {"none", "gelu"});
+  check.at_least("max_position_embeddings", m.max_position_embeddings, 0);
+  check.in_range("dropout", m.dropout, 0, 1);
+  OptionCheck mixer = check.with_prefix(check.prefix() + "mixer.");
+  // The mixer's rules start with d_model's; without a valid type they cannot run.
+  if (mixer.one_of("type", m.mixer.type, {"attention", "linear_attention", "gla", "h3", "mamba"}))
+    check_mixer_options(m.mixer, m.d_model, mixer);
+  else
+    check.at_least("d_model", m.d_model, 1);
+}
+
 LanguageModel::LanguageModel(const ModelOptions& opt, const LayerInit& init_in) : opt_(opt), dtype_(init_in.dtype) {
-  if (opt.vocab_size <= 0 || opt.d_model <= 0 || opt.n_layers <= 0)
-    throw std::invalid_argument("model: vocab_size, d_model and n_layers must be positive");
-  if (opt.mlp != "none" && opt.mlp != "gelu")
-    throw std::invalid_argument("model.mlp '" + opt.mlp + "' is not one of none, gelu");
+  OptionCheck check("", "d_model");
+  check_options(opt, check);
+  check.throw_if_any("model");
   LayerInit init = init_in;
   init.n_layers = opt.n_layers;
   const int64_t D = opt.d_model, V = opt.vocab_size;

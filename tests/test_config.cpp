@@ -1,5 +1,6 @@
 // Configuration: unknown keys, wrong types and out-of-range values are reported with file,
 // line and a suggestion; --set overrides; to_yaml round trips.
+#include "layers/model.h"
 #include "train/config.h"
 #include "train/sweep.h"
 
@@ -249,7 +250,7 @@ TEST(Config, MqarInconsistency) {
       << too_many_pairs;
   EXPECT_TRUE(contains(too_many_pairs, "use num_kv_pairs <= 16")) << too_many_pairs;
   EXPECT_EQ(error_of("data:\n  seq_len: 63\n  num_kv_pairs: 4\ntraining:\n  steps: 10\n"),
-            "run.yaml:2: data.seq_len = 63 must be even for mqar (the query region is made of pairs)");
+            "run.yaml:2: data.seq_len must be even for mqar (the query region is made of pairs), got 63");
   EXPECT_TRUE(contains(error_of(kBase, {"data.vocab_size=64", "model.vocab_size=64"}),
                        "mqar needs data.vocab_size > data.seq_len"));
   const std::string small_model = error_of(kBase, {"model.vocab_size=100"});
@@ -283,6 +284,67 @@ TEST(Config, MixerRules) {
   EXPECT_EQ(m.model.mixer.mamba.dt_rank, 0);
   const Config r = parse_config(kBase, "run.yaml", {"model.mixer.type=mamba", "model.mixer.dt_rank=8"});
   EXPECT_EQ(r.model.mixer.mamba.dt_rank, 8);
+}
+
+// The config check and the layer constructors run the same rules, so a config that
+// validates builds, and one that does not is refused by the constructor too. Each case
+// below once disagreed: gla's key width was rounded by the config and truncated by the
+// layer (100 * 0.29 = 28.999999999999996: 29 channels promised, 28 built), linear
+// attention's eps = 0 passed the layer only, and mamba's dt_min = dt_max passed the layer only.
+TEST(Config, ConfigAndConstructorsAgree) {
+  struct Case {
+    std::vector<std::string> overrides;
+    bool valid;
+  };
+  const std::vector<Case> cases = {
+      {{"model.d_model=100", "model.mixer.type=gla", "model.mixer.num_heads=1", "model.mixer.expand_k=0.29"}, true},
+      {{"model.mixer.type=linear_attention", "model.mixer.eps=0"}, false},
+      {{"model.mixer.type=mamba", "model.mixer.dt_min=0.1", "model.mixer.dt_max=0.1"}, false},
+      {{"model.mixer.type=mamba", "model.mixer.dt_min=0.01", "model.mixer.dt_max=0.1"}, true},
+      {{"model.mixer.type=attention", "model.mixer.num_heads=3"}, false},
+      {{"model.mixer.type=h3", "model.mixer.d_state=7"}, false},
+      {{"model.mlp=relu"}, false},
+  };
+  for (const Case& c : cases) {
+    std::string joined;
+    for (const std::string& o : c.overrides) joined += o + " ";
+    bool config_ok = true;
+    try {
+      parse_config(kBase, "run.yaml", c.overrides);
+    } catch (const ConfigError&) {
+      config_ok = false;
+    }
+    EXPECT_EQ(config_ok, c.valid) << joined;
+    // The same options with the checks bypassed, straight into the constructor.
+    Config raw = parse_config(kBase, "run.yaml");
+    for (const std::string& o : c.overrides) {
+      const std::string key = o.substr(0, o.find('=')), value = o.substr(o.find('=') + 1);
+      ModelOptions& m = raw.model;
+      if (key == "model.d_model") m.d_model = std::stoll(value);
+      else if (key == "model.mlp") m.mlp = value;
+      else if (key == "model.mixer.type") m.mixer.type = value;
+      else if (key == "model.mixer.num_heads") m.mixer.attention.num_heads = m.mixer.gla.num_heads = std::stoll(value);
+      else if (key == "model.mixer.expand_k") m.mixer.gla.expand_k = std::stod(value);
+      else if (key == "model.mixer.eps") m.mixer.linear_attention.eps = std::stod(value);
+      else if (key == "model.mixer.dt_min") m.mixer.mamba.dt_min = std::stod(value);
+      else if (key == "model.mixer.dt_max") m.mixer.mamba.dt_max = std::stod(value);
+      else if (key == "model.mixer.d_state") m.mixer.h3.d_state = std::stoll(value);
+      else FAIL() << "the test does not know " << key;
+    }
+    Generator gen(1);
+    bool built = true;
+    try {
+      LanguageModel model(raw.model, LayerInit{&gen, raw.model.n_layers, DType::f32});
+      if (raw.model.mixer.type == "gla") {
+        // The key width the config promised: round(100 * 0.29) = 29.
+        for (const auto& [name, t] : model.named_parameters())
+          if (name == "layers.0.mixer.gk_proj.1.bias") EXPECT_EQ(t.size(0), 29) << joined;
+      }
+    } catch (const ShapeError&) {
+      built = false;
+    }
+    EXPECT_EQ(built, c.valid) << joined;
+  }
 }
 
 TEST(Config, OtherRules) {
