@@ -23,6 +23,8 @@ void check_options(const AttentionOptions& opt, int64_t d_model, OptionCheck& ch
   check.in_range("dropout", opt.dropout, 0, 1);
 }
 
+int64_t state_size(const AttentionOptions&, int64_t d_model, int64_t t) { return 2 * d_model * t; }
+
 AttentionMixer::AttentionMixer(int64_t d_model, const AttentionOptions& opt, const LayerInit& init)
     : d_model_(d_model), opt_(opt) {
   OptionCheck check;

@@ -92,7 +92,10 @@ std::unique_ptr<MixerState> GlaMixer::init_state(int64_t batch) const {
   return st;
 }
 
-int64_t GlaMixer::state_size(int64_t /*t*/) const { return heads_ * (key_dim_ / heads_) * (value_dim_ / heads_); }
+int64_t state_size(const GlaOptions& opt, int64_t d_model, int64_t /*t*/) {
+  const int64_t H = opt.num_heads;
+  return H * (gla_width(d_model, opt.expand_k) / H) * (gla_width(d_model, opt.expand_v) / H);
+}
 
 Tensor GlaMixer::step(MixerState& state, const Tensor& x_t) const {
   auto* st = dynamic_cast<GlaState*>(&state);

@@ -59,6 +59,8 @@ int64_t gla_width(int64_t d_model, double expand);
 // num_heads and gate_low_rank_dim >= 1; expand_k, expand_v, gate_logit_normalizer and
 // norm_eps > 0; Dk and Dv whole numbers of channels that num_heads divides.
 void check_options(const GlaOptions& opt, int64_t d_model, OptionCheck& check);
+// H * dk * dv, whatever t.
+int64_t state_size(const GlaOptions& opt, int64_t d_model, int64_t t);
 
 class GlaMixer : public Mixer {
  public:
@@ -68,8 +70,7 @@ class GlaMixer : public Mixer {
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
-  // H * dk * dv, whatever t.
-  int64_t state_size(int64_t t) const override;
+  int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
   // q_proj.weight (Dk, D), k_proj.weight (Dk, D), v_proj.weight (Dv, D), g_proj.weight
   // (Dv, D), gk_proj.0.weight (r, D), gk_proj.1.weight (Dk, r), gk_proj.1.bias (Dk),
   // g_norm.weight (dv), o_proj.weight (D, Dv), in this order.

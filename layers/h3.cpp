@@ -20,7 +20,7 @@ void check_options(const H3Options& opt, int64_t d_model, OptionCheck& check) {
 }
 
 H3Mixer::H3Mixer(int64_t d_model, const H3Options& opt, const LayerInit& init)
-    : d_model_(d_model), d_state_(opt.d_state) {
+    : d_model_(d_model), d_state_(opt.d_state), opt_(opt) {
   OptionCheck check;
   check_options(opt, d_model, check);
   check.throw_if_any("h3");
@@ -99,8 +99,8 @@ Tensor H3Mixer::step(MixerState& state, const Tensor& x_t) const {
   return linear(o, out_w_, out_b_);
 }
 
-int64_t H3Mixer::state_size(int64_t /*t*/) const {
-  return d_model_ * (d_state_ - 1) + d_model_ * ssm_.head_dim * d_state_;
+int64_t state_size(const H3Options& opt, int64_t d_model, int64_t /*t*/) {
+  return d_model * (opt.d_state - 1) + d_model * opt.head_dim * opt.d_state;
 }
 
 void H3Mixer::named_parameters(const std::string& prefix, NamedTensors& out) const {

@@ -49,9 +49,9 @@ void LinearAttentionMixer::named_parameters(const std::string& prefix, NamedTens
   out.emplace_back(prefix + "out_proj.bias", out_bias_);
 }
 
-int64_t LinearAttentionMixer::state_size(int64_t) const {
-  const int64_t d = d_model_ / opt_.num_heads;
-  return opt_.num_heads * (d * d + d);
+int64_t state_size(const LinearAttentionOptions& opt, int64_t d_model, int64_t) {
+  const int64_t d = d_model / opt.num_heads;
+  return opt.num_heads * (d * d + d);
 }
 
 Tensor LinearAttentionMixer::forward(const Tensor& x, bool, Generator&) {

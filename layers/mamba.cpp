@@ -29,7 +29,8 @@ int64_t mamba_dt_rank(const MambaOptions& opt, int64_t d_model) {
   return opt.dt_rank > 0 ? opt.dt_rank : (d_model + 15) / 16;
 }
 
-MambaMixer::MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init) : dtype_(init.dtype) {
+MambaMixer::MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init)
+    : opt_(opt), dtype_(init.dtype) {
   OptionCheck check;
   check_options(opt, d_model, check);
   check.throw_if_any("mamba");
@@ -116,7 +117,10 @@ Tensor MambaMixer::step(MixerState& state, const Tensor& x_t) const {
   return linear(yg, out_proj_weight);  // (B, D)
 }
 
-int64_t MambaMixer::state_size(int64_t /*t*/) const { return d_inner_ * (d_conv_ - 1) + d_inner_ * d_state_; }
+int64_t state_size(const MambaOptions& opt, int64_t d_model, int64_t /*t*/) {
+  const int64_t E = opt.expand * d_model;
+  return E * (opt.d_conv - 1) + E * opt.d_state;
+}
 
 void MambaMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
   out.emplace_back(prefix + "in_proj.weight", in_proj_weight);

@@ -5,6 +5,7 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "layers/mixer_factory.h"
+#include "layers/mixer_registry.h"
 
 namespace seqmix {
 
@@ -41,7 +42,7 @@ void check_options(const ModelOptions& m, OptionCheck& check) {
   check.in_range("dropout", m.dropout, 0, 1);
   OptionCheck mixer = check.with_prefix(check.prefix() + "mixer.");
   // The mixer's rules start with d_model's; without a valid type they cannot run.
-  if (mixer.one_of("type", m.mixer.type, {"attention", "linear_attention", "gla", "h3", "mamba"}))
+  if (mixer.one_of("type", m.mixer.type, mixer_names()))
     check_mixer_options(m.mixer, m.d_model, mixer);
   else
     check.at_least("d_model", m.d_model, 1);

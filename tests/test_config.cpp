@@ -1,5 +1,6 @@
 // Configuration: unknown keys, wrong types and out-of-range values are reported with file,
 // line and a suggestion; --set overrides; to_yaml round trips.
+#include "layers/mixer_registry.h"
 #include "layers/model.h"
 #include "train/config.h"
 #include "train/sweep.h"
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -440,6 +442,26 @@ TEST(Config, LoadFileResolvesPathAndNamesTheFile) {
 }
 
 // Every config shipped in configs/ loads and validates.
+// Every registered mixer ships an MQAR config, a text config and a place in the MQAR
+// sweep; and every shipped mixer config names a registered mixer.
+TEST(Config, EveryRegisteredMixerHasItsConfigs) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / "configs";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << "no configs in " << dir;
+  const SweepSpec sweep = load_sweep((dir / "sweeps" / "mqar.yaml").string());
+  std::set<std::string> swept;
+  for (size_t i = 0; i < sweep.keys.size(); ++i)
+    if (sweep.keys[i] == "model.mixer.type") swept.insert(sweep.values[i].begin(), sweep.values[i].end());
+  for (const std::string& name : mixer_names()) {
+    const Config mqar = load_config((dir / "mqar" / (name + ".yaml")).string());
+    EXPECT_EQ(mqar.model.mixer.type, name);
+    const Config text = load_config((dir / "text" / ("shakespeare_char_" + name + ".yaml")).string());
+    EXPECT_EQ(text.model.mixer.type, name);
+    EXPECT_EQ(swept.count(name), 1u) << name << " is missing from configs/sweeps/mqar.yaml";
+  }
+  EXPECT_EQ(swept.size(), mixer_names().size());
+}
+
 TEST(Config, ShippedConfigsLoad) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / "configs";
