@@ -96,7 +96,7 @@ void train_step_benchmark(bool quick) {
     mo.max_position_embeddings = std::string(type) == "attention" ? L : 0;
     Generator g(3);
     LanguageModel model(mo, LayerInit{&g, 2, DType::f32});
-    Adam opt(model.named_parameters(), AdamOptions{true, 0.9, 0.999, 1e-8, 0.1});
+    Adam opt(model.parameters(), AdamOptions{true, 0.9, 0.999, 1e-8, 0.1});
     NamedTensors params = model.named_parameters();
     Generator drop(0);
     const double ms = bench::median_ms(

@@ -38,11 +38,11 @@ AttentionMixer::AttentionMixer(int64_t d_model, const AttentionOptions& opt, con
   out_bias_ = param_constant({D}, 0.0, init);
 }
 
-void AttentionMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "Wqkv.weight", wqkv_weight_);
-  out.emplace_back(prefix + "Wqkv.bias", wqkv_bias_);
-  out.emplace_back(prefix + "out_proj.weight", out_weight_);
-  out.emplace_back(prefix + "out_proj.bias", out_bias_);
+void AttentionMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "Wqkv.weight", wqkv_weight_, kDecay});
+  out.push_back({prefix + "Wqkv.bias", wqkv_bias_, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_weight_, kDecay});
+  out.push_back({prefix + "out_proj.bias", out_bias_, kNoDecay});
 }
 
 Tensor AttentionMixer::forward(const Tensor& x, bool training, Generator& gen) {

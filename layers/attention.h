@@ -38,7 +38,7 @@ class AttentionMixer : public Mixer {
   Tensor step(MixerState& state, const Tensor& x_t) const override;
   int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
   // Wqkv.weight (3D, D), Wqkv.bias (3D), out_proj.weight (D, D), out_proj.bias (D).
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t num_heads() const { return opt_.num_heads; }

@@ -60,16 +60,16 @@ GlaMixer::GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init
   o_weight_ = param_normal({d_model, value_dim_}, scaled_init_std(init), init);
 }
 
-void GlaMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "q_proj.weight", q_weight_);
-  out.emplace_back(prefix + "k_proj.weight", k_weight_);
-  out.emplace_back(prefix + "v_proj.weight", v_weight_);
-  out.emplace_back(prefix + "g_proj.weight", g_weight_);
-  out.emplace_back(prefix + "gk_proj.0.weight", gk0_weight_);
-  out.emplace_back(prefix + "gk_proj.1.weight", gk1_weight_);
-  out.emplace_back(prefix + "gk_proj.1.bias", gk1_bias_);
-  out.emplace_back(prefix + "g_norm.weight", norm_weight_);
-  out.emplace_back(prefix + "o_proj.weight", o_weight_);
+void GlaMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "q_proj.weight", q_weight_, kDecay});
+  out.push_back({prefix + "k_proj.weight", k_weight_, kDecay});
+  out.push_back({prefix + "v_proj.weight", v_weight_, kDecay});
+  out.push_back({prefix + "g_proj.weight", g_weight_, kDecay});
+  out.push_back({prefix + "gk_proj.0.weight", gk0_weight_, kDecay});
+  out.push_back({prefix + "gk_proj.1.weight", gk1_weight_, kDecay});
+  out.push_back({prefix + "gk_proj.1.bias", gk1_bias_, kNoDecay});
+  out.push_back({prefix + "g_norm.weight", norm_weight_, kNoDecay});
+  out.push_back({prefix + "o_proj.weight", o_weight_, kDecay});
 }
 
 Tensor GlaMixer::forward(const Tensor& x, bool /*training*/, Generator& /*gen*/) {

@@ -74,7 +74,7 @@ class GlaMixer : public Mixer {
   // q_proj.weight (Dk, D), k_proj.weight (Dk, D), v_proj.weight (Dv, D), g_proj.weight
   // (Dv, D), gk_proj.0.weight (r, D), gk_proj.1.weight (Dk, r), gk_proj.1.bias (Dk),
   // g_norm.weight (dv), o_proj.weight (D, Dv), in this order.
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t num_heads() const { return heads_; }

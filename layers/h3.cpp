@@ -103,24 +103,24 @@ int64_t state_size(const H3Options& opt, int64_t d_model, int64_t /*t*/) {
   return d_model * (opt.d_state - 1) + d_model * opt.head_dim * opt.d_state;
 }
 
-void H3Mixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "q_proj.weight", q_w_);
-  out.emplace_back(prefix + "q_proj.bias", q_b_);
-  out.emplace_back(prefix + "k_proj.weight", k_w_);
-  out.emplace_back(prefix + "k_proj.bias", k_b_);
-  out.emplace_back(prefix + "v_proj.weight", v_w_);
-  out.emplace_back(prefix + "v_proj.bias", v_b_);
-  out.emplace_back(prefix + "ssm_shift.B", ssm_.shift_B);
-  out.emplace_back(prefix + "ssm_shift.C", ssm_.shift_C);
-  out.emplace_back(prefix + "ssm_shift.D", ssm_.shift_D);
-  out.emplace_back(prefix + "ssm_diag.log_dt", ssm_.log_dt);
-  out.emplace_back(prefix + "ssm_diag.inv_A_real", ssm_.inv_A_real);
-  out.emplace_back(prefix + "ssm_diag.A_imag", ssm_.A_imag);
-  out.emplace_back(prefix + "ssm_diag.B", ssm_.diag_B);
-  out.emplace_back(prefix + "ssm_diag.C", ssm_.diag_C);
-  out.emplace_back(prefix + "ssm_diag.D", ssm_.diag_D);
-  out.emplace_back(prefix + "out_proj.weight", out_w_);
-  out.emplace_back(prefix + "out_proj.bias", out_b_);
+void H3Mixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "q_proj.weight", q_w_, kDecay});
+  out.push_back({prefix + "q_proj.bias", q_b_, kNoDecay});
+  out.push_back({prefix + "k_proj.weight", k_w_, kDecay});
+  out.push_back({prefix + "k_proj.bias", k_b_, kNoDecay});
+  out.push_back({prefix + "v_proj.weight", v_w_, kDecay});
+  out.push_back({prefix + "v_proj.bias", v_b_, kNoDecay});
+  out.push_back({prefix + "ssm_shift.B", ssm_.shift_B, kNoDecay});
+  out.push_back({prefix + "ssm_shift.C", ssm_.shift_C, kNoDecay});
+  out.push_back({prefix + "ssm_shift.D", ssm_.shift_D, kNoDecay});
+  out.push_back({prefix + "ssm_diag.log_dt", ssm_.log_dt, kNoDecay});
+  out.push_back({prefix + "ssm_diag.inv_A_real", ssm_.inv_A_real, kNoDecay});
+  out.push_back({prefix + "ssm_diag.A_imag", ssm_.A_imag, kNoDecay});
+  out.push_back({prefix + "ssm_diag.B", ssm_.diag_B, kNoDecay});
+  out.push_back({prefix + "ssm_diag.C", ssm_.diag_C, kNoDecay});
+  out.push_back({prefix + "ssm_diag.D", ssm_.diag_D, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_w_, kDecay});
+  out.push_back({prefix + "out_proj.bias", out_b_, kNoDecay});
 }
 
 }  // namespace seqmix

@@ -36,7 +36,7 @@ class H3Mixer : public Mixer {
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
   int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t d_state() const { return d_state_; }

@@ -38,15 +38,15 @@ LinearAttentionMixer::LinearAttentionMixer(int64_t d_model, const LinearAttentio
   out_bias_ = param_constant({D}, 0.0, init);
 }
 
-void LinearAttentionMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "q_proj.weight", q_weight_);
-  out.emplace_back(prefix + "q_proj.bias", q_bias_);
-  out.emplace_back(prefix + "k_proj.weight", k_weight_);
-  out.emplace_back(prefix + "k_proj.bias", k_bias_);
-  out.emplace_back(prefix + "v_proj.weight", v_weight_);
-  out.emplace_back(prefix + "v_proj.bias", v_bias_);
-  out.emplace_back(prefix + "out_proj.weight", out_weight_);
-  out.emplace_back(prefix + "out_proj.bias", out_bias_);
+void LinearAttentionMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "q_proj.weight", q_weight_, kDecay});
+  out.push_back({prefix + "q_proj.bias", q_bias_, kNoDecay});
+  out.push_back({prefix + "k_proj.weight", k_weight_, kDecay});
+  out.push_back({prefix + "k_proj.bias", k_bias_, kNoDecay});
+  out.push_back({prefix + "v_proj.weight", v_weight_, kDecay});
+  out.push_back({prefix + "v_proj.bias", v_bias_, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_weight_, kDecay});
+  out.push_back({prefix + "out_proj.bias", out_bias_, kNoDecay});
 }
 
 int64_t state_size(const LinearAttentionOptions& opt, int64_t d_model, int64_t) {

@@ -37,7 +37,7 @@ class LinearAttentionMixer : public Mixer {
   Tensor step(MixerState& state, const Tensor& x_t) const override;
   int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
   // q_proj, k_proj, v_proj, out_proj, each .weight (D, D) then .bias (D).
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t num_heads() const { return opt_.num_heads; }

@@ -122,16 +122,16 @@ int64_t state_size(const MambaOptions& opt, int64_t d_model, int64_t /*t*/) {
   return E * (opt.d_conv - 1) + E * opt.d_state;
 }
 
-void MambaMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "in_proj.weight", in_proj_weight);
-  out.emplace_back(prefix + "conv1d.weight", conv1d_weight);
-  out.emplace_back(prefix + "conv1d.bias", conv1d_bias);
-  out.emplace_back(prefix + "x_proj.weight", x_proj_weight);
-  out.emplace_back(prefix + "dt_proj.weight", dt_proj_weight);
-  out.emplace_back(prefix + "dt_proj.bias", dt_proj_bias);
-  out.emplace_back(prefix + "A_log", A_log);
-  out.emplace_back(prefix + "D", D);
-  out.emplace_back(prefix + "out_proj.weight", out_proj_weight);
+void MambaMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "in_proj.weight", in_proj_weight, kDecay});
+  out.push_back({prefix + "conv1d.weight", conv1d_weight, kDecay});
+  out.push_back({prefix + "conv1d.bias", conv1d_bias, kNoDecay});
+  out.push_back({prefix + "x_proj.weight", x_proj_weight, kDecay});
+  out.push_back({prefix + "dt_proj.weight", dt_proj_weight, kDecay});
+  out.push_back({prefix + "dt_proj.bias", dt_proj_bias, kNoDecay});
+  out.push_back({prefix + "A_log", A_log, kNoDecay});
+  out.push_back({prefix + "D", D, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_proj_weight, kDecay});
 }
 
 }  // namespace seqmix

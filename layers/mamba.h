@@ -54,7 +54,7 @@ class MambaMixer : public Mixer {
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
   int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t d_inner() const { return d_inner_; }  // E

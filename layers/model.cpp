@@ -26,9 +26,9 @@ Norm make_norm(const std::string& kind, int64_t d, const LayerInit& init) {
   return n;
 }
 
-void add_norm(const std::string& prefix, const Norm& n, NamedTensors& out) {
-  out.emplace_back(prefix + ".weight", n.weight);
-  if (n.bias.defined()) out.emplace_back(prefix + ".bias", n.bias);
+void add_norm(const std::string& prefix, const Norm& n, Parameters& out) {
+  out.push_back({prefix + ".weight", n.weight, kNoDecay});
+  if (n.bias.defined()) out.push_back({prefix + ".bias", n.bias, kNoDecay});
 }
 
 }  // namespace
@@ -174,25 +174,26 @@ Tensor LanguageModel::step(DecodeState& state, const Tensor& tokens) const {
   return head(norm_f_(x));
 }
 
-NamedTensors LanguageModel::named_parameters() const {
-  NamedTensors out;
-  out.emplace_back("embeddings.word_embeddings.weight", word_embeddings_);
-  if (position_embeddings_.defined()) out.emplace_back("embeddings.position_embeddings.weight", position_embeddings_);
+Parameters LanguageModel::parameters() const {
+  Parameters out;
+  out.push_back({"embeddings.word_embeddings.weight", word_embeddings_, kDecay});
+  if (position_embeddings_.defined())
+    out.push_back({"embeddings.position_embeddings.weight", position_embeddings_, kDecay});
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     const std::string p = "layers." + std::to_string(i) + ".";
     add_norm(p + "norm1", b.norm1, out);
-    b.mixer->named_parameters(p + "mixer.", out);
+    b.mixer->parameters(p + "mixer.", out);
     if (b.has_mlp) {
       add_norm(p + "norm2", b.norm2, out);
-      out.emplace_back(p + "mlp.fc1.weight", b.mlp.fc1_weight);
-      out.emplace_back(p + "mlp.fc1.bias", b.mlp.fc1_bias);
-      out.emplace_back(p + "mlp.fc2.weight", b.mlp.fc2_weight);
-      out.emplace_back(p + "mlp.fc2.bias", b.mlp.fc2_bias);
+      out.push_back({p + "mlp.fc1.weight", b.mlp.fc1_weight, kDecay});
+      out.push_back({p + "mlp.fc1.bias", b.mlp.fc1_bias, kNoDecay});
+      out.push_back({p + "mlp.fc2.weight", b.mlp.fc2_weight, kDecay});
+      out.push_back({p + "mlp.fc2.bias", b.mlp.fc2_bias, kNoDecay});
     }
   }
   add_norm("norm_f", norm_f_, out);
-  if (lm_head_.defined()) out.emplace_back("lm_head.weight", lm_head_);
+  if (lm_head_.defined()) out.push_back({"lm_head.weight", lm_head_, kDecay});
   return out;
 }
 

@@ -73,7 +73,9 @@ class LanguageModel {
   // Floats of recurrent state per sequence in layer i after t tokens.
   int64_t state_size(int64_t layer, int64_t t) const { return blocks_[layer].mixer->state_size(t); }
 
-  NamedTensors named_parameters() const;
+  // Every parameter with its decay flag (see Parameter), and the same without the flags.
+  Parameters parameters() const;
+  NamedTensors named_parameters() const { return named(parameters()); }
   int64_t num_parameters() const;
   const ModelOptions& options() const { return opt_; }
   DType dtype() const { return dtype_; }

@@ -101,6 +101,30 @@ TEST_P(ModelTest, ParameterNamesFollowSpec) {
   }
 }
 
+// The layers' decay flags give SPEC section 1's groups (the name rule the optimizer used
+// to apply): tensors of two or more dimensions decay, except ssm_shift.*, ssm_diag.*,
+// A_log and D; biases and norm weights never do.
+TEST_P(ModelTest, DecayFlagsFollowSpec) {
+  ModelOptions opt = small_model(GetParam());
+  opt.mlp = "gelu";
+  opt.tie_embeddings = false;
+  opt.max_position_embeddings = 16;
+  Generator g(1);
+  LanguageModel model(opt, LayerInit{&g, opt.n_layers, DType::f32});
+  auto ends_with = [](const std::string& s, const std::string& end) {
+    return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+  };
+  int decayed = 0;
+  for (const Parameter& p : model.parameters()) {
+    const bool ssm = p.name.find(".ssm_shift.") != std::string::npos ||
+                     p.name.find(".ssm_diag.") != std::string::npos || ends_with(p.name, ".A_log") ||
+                     ends_with(p.name, ".D");
+    EXPECT_EQ(p.decay, p.tensor.ndim() >= 2 && !ssm) << p.name;
+    decayed += p.decay;
+  }
+  EXPECT_GT(decayed, 0);
+}
+
 // The registry's state size (used without building a layer) is the layer's and SPEC's.
 TEST_P(ModelTest, StateSizeFollowsSpec) {
   const MixerOptions opt = small_mixer_options(GetParam());
