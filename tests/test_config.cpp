@@ -3,12 +3,14 @@
 #include "layers/mixer_registry.h"
 #include "layers/model.h"
 #include "train/config.h"
+#include "train/config_docs.h"
 #include "train/sweep.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -460,6 +462,28 @@ TEST(Config, EveryRegisteredMixerHasItsConfigs) {
     EXPECT_EQ(swept.count(name), 1u) << name << " is missing from configs/sweeps/mqar.yaml";
   }
   EXPECT_EQ(swept.size(), mixer_names().size());
+}
+
+// docs/config.md is the generated reference: every key the parser knows, with the default it
+// really has. SEQMIX_UPDATE_DOCS=1 rewrites the file instead of failing.
+TEST(Config, ConfigReferenceIsUpToDate) {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::path(SEQMIX_SOURCE_DIR) / "docs" / "config.md";
+  const std::string expected = config_reference_markdown();
+  if (const char* update = std::getenv("SEQMIX_UPDATE_DOCS"); update && std::string(update) == "1") {
+    fs::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << expected;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in) << path << " is missing; run SEQMIX_UPDATE_DOCS=1 ./build/test_config";
+  const std::string actual((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(actual, expected) << path << " is stale; run SEQMIX_UPDATE_DOCS=1 ./build/test_config";
+  // Every key of every mixer type appears with its default.
+  for (const MixerEntry& e : mixer_registry()) {
+    EXPECT_NE(actual.find("### " + e.name + "\n"), std::string::npos) << e.name;
+    for (const MixerOption& o : e.options)
+      EXPECT_NE(actual.find("| `model.mixer." + o.key + "` |"), std::string::npos) << e.name << " " << o.key;
+  }
 }
 
 TEST(Config, ShippedConfigsLoad) {
