@@ -10,7 +10,7 @@
 
 #include "core/ops.h"
 #include "core/tape.h"
-#include "layers/attention_gemm.h"
+#include "core/gemm.h"
 #include "layers/attention_kernel.h"
 
 namespace seqmix {
