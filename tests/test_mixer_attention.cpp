@@ -19,6 +19,7 @@
 #include "core/tape.h"
 #include "layers/attention.h"
 #include "layers/attention_kernel.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/mixer_testing.h"
 #include "tests/support/reference_attention.h"
@@ -53,6 +54,9 @@ std::string core_name(const ::testing::TestParamInfo<CoreCase>& info) {
   return "B" + std::to_string(c.B) + "_L" + std::to_string(c.L) + "_D" + std::to_string(c.D) + "_H" +
          std::to_string(c.H) + (c.dropout > 0 ? "_dropout" : "");
 }
+
+// ctest lists a case by its printed parameter: the same name.
+void PrintTo(const CoreCase& c, std::ostream* os) { *os << core_name(::testing::TestParamInfo<CoreCase>(c, 0)); }
 
 class AttentionCore : public ::testing::TestWithParam<CoreCase> {};
 
@@ -126,6 +130,9 @@ struct LayerCase {
   int64_t B, L, H;
   double dropout;
 };
+void PrintTo(const LayerCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"H", double(c.H)}, {"dropout", c.dropout}});
+}
 
 class AttentionGradCheck : public ::testing::TestWithParam<LayerCase> {};
 

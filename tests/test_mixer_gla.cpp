@@ -81,6 +81,9 @@ std::string core_name(const ::testing::TestParamInfo<CoreCase>& info) {
          std::to_string(int(-c.u_lo));
 }
 
+// ctest lists a case by its printed parameter: the same name.
+void PrintTo(const CoreCase& c, std::ostream* os) { *os << core_name(::testing::TestParamInfo<CoreCase>(c, 0)); }
+
 struct CoreInputs {
   Tensor q, k, v, u;
 };

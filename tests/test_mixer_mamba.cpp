@@ -27,6 +27,7 @@
 #include "layers/mamba.h"
 #include "layers/mamba_kernel.h"
 #include "layers/mamba_math.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/reference_mamba.h"
 
@@ -156,6 +157,10 @@ TEST(MambaMath, Float32SoftplusSigmoidSiluAccurate) {
 struct ScanCase {
   int64_t B, L, E, N, chunk;
 };
+void PrintTo(const ScanCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"E", double(c.E)},
+                                     {"N", double(c.N)}, {"chunk", double(c.chunk)}});
+}
 
 // Operands laid out as in the layer, with extra columns around the parts read:
 // bc (B, L, 2N+3): Bt at column 1, Ct at column N+3; z inside (B, L, E+2) at column 2.
@@ -213,7 +218,8 @@ TEST_P(ScanGradCheck, Float64FiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, ScanGradCheck,
                          ::testing::Values(ScanCase{1, 1, 1, 1, 64}, ScanCase{1, 1, 3, 2, 64},
                                            ScanCase{2, 7, 5, 3, 3}, ScanCase{1, 13, 9, 4, 4},
-                                           ScanCase{3, 10, 17, 2, 64}, ScanCase{1, 9, 70, 2, 2}));
+                                           ScanCase{3, 10, 17, 2, 64}, ScanCase{1, 9, 70, 2, 2}),
+                         ::testing::PrintToStringParamName());
 
 class ScanVsReference : public ::testing::TestWithParam<ScanCase> {};
 
@@ -255,7 +261,8 @@ TEST_P(ScanVsReference, Float32ForwardAndBackward) {
 // with a partial sub-block; E = 13 with N = 5 and chunk 7 leaves partial everything.
 INSTANTIATE_TEST_SUITE_P(Long, ScanVsReference,
                          ::testing::Values(ScanCase{2, 300, 74, 16, 64}, ScanCase{1, 300, 13, 5, 7},
-                                           ScanCase{3, 65, 8, 16, 64}));
+                                           ScanCase{3, 65, 8, 16, 64}),
+                         ::testing::PrintToStringParamName());
 
 TEST(SelectiveScan, SkipsInputsThatNeedNoGradientWithSameResult) {
   const ScanCase c{2, 40, 19, 4, 16};
@@ -344,6 +351,9 @@ TEST(SelectiveScan, RejectsBadShapes) {
 struct ConvCase {
   int64_t B, L, E, K;
 };
+void PrintTo(const ConvCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"E", double(c.E)}, {"K", double(c.K)}});
+}
 
 class ConvGradCheck : public ::testing::TestWithParam<ConvCase> {};
 class ConvVsReference : public ::testing::TestWithParam<ConvCase> {};
@@ -381,10 +391,12 @@ TEST_P(ConvVsReference, Float32ForwardAndBackward) {
 // E = 37: a full block of 32 channels and a partial one.
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvGradCheck,
                          ::testing::Values(ConvCase{1, 1, 1, 4}, ConvCase{2, 5, 3, 1}, ConvCase{1, 7, 5, 3},
-                                           ConvCase{3, 6, 37, 4}));
+                                           ConvCase{3, 6, 37, 4}),
+                         ::testing::PrintToStringParamName());
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvVsReference,
                          ::testing::Values(ConvCase{1, 1, 1, 4}, ConvCase{2, 5, 3, 1}, ConvCase{3, 6, 37, 4},
-                                           ConvCase{2, 300, 37, 4}, ConvCase{1, 300, 70, 2}));
+                                           ConvCase{2, 300, 37, 4}, ConvCase{1, 300, 70, 2}),
+                         ::testing::PrintToStringParamName());
 
 TEST(MambaLinearColumns, GradCheckFloat64) {
   Generator gen(19);
@@ -406,6 +418,10 @@ struct LayerCase {
   int64_t B, L;
   int64_t d_model = 8, d_state = 4, d_conv = 4, dt_rank = 0, chunk = 64;
 };
+void PrintTo(const LayerCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)},
+                                     {"D", double(c.d_model)}, {"N", double(c.d_state)}, {"conv", double(c.d_conv)}, {"R", double(c.dt_rank)}, {"chunk", double(c.chunk)}});
+}
 
 class MambaLayerGradCheck : public ::testing::TestWithParam<LayerCase> {};
 
@@ -438,7 +454,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LayerCase{3, 67},
                       // D 12 (E 24), N 3, d_conv 3, dt_rank 3, chunks of 5 steps over 23;
                       // D 5, N 2, d_conv 1 (no conv history), chunks of 4
-                      LayerCase{2, 23, 12, 3, 3, 3, 5}, LayerCase{1, 9, 5, 2, 1, 0, 4}));
+                      LayerCase{2, 23, 12, 3, 3, 3, 5}, LayerCase{1, 9, 5, 2, 1, 0, 4}),
+                         ::testing::PrintToStringParamName());
 
 MambaMixer make_f32_layer(int64_t d_model, int64_t d_state, uint64_t seed) {
   Generator init_gen(seed);
