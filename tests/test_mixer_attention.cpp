@@ -225,15 +225,6 @@ TEST(AttentionLayer, RecurrentStepsMatchParallelForm) {
   EXPECT_TRUE(close32(y, ref));
 }
 
-TEST(AttentionLayer, Causal) {
-  const int64_t B = 2, L = 70, D = 12;
-  Generator gen(6);
-  AttentionMixer layer(D, AttentionOptions{3, 0.0}, init_of(gen, DType::f64));
-  randomise(layer, gen);
-  Tensor x = rand_f64({B, L, D}, gen, -1, 1, false);
-  expect_causal(layer, x, {0, 31, 64, 69});
-}
-
 TEST(AttentionLayer, ParametersNamesShapesAndInit) {
   const int64_t D = 64;
   Generator gen(12);

@@ -238,15 +238,6 @@ TEST(LinearAttentionLayer, RecurrentStepsMatchParallelForm) {
   EXPECT_TRUE(close32(y, ref));
 }
 
-TEST(LinearAttentionLayer, Causal) {
-  const int64_t B = 2, L = 140, D = 12;
-  Generator gen(6);
-  LinearAttentionMixer layer(D, LinearAttentionOptions{3, 1e-6}, init_of(gen, DType::f64));
-  randomise(layer, gen);
-  Tensor x = rand_f64({B, L, D}, gen, -1, 1, false);
-  expect_causal(layer, x, {0, 31, 64, 70, 139});
-}
-
 TEST(LinearAttentionLayer, ParametersNamesShapesAndInit) {
   const int64_t D = 64;
   Generator gen(12);
