@@ -358,170 +358,219 @@ struct ScanGrads {
   T* dz = nullptr;        // (B, L, ldz), columns [zcol, zcol+E)
 };
 
+// Everything the backward reads.
 template <class T>
-void scan_backward(const ScanGrads<T>& gr,
-                   const T* dout,   // (B, L, E)
-                   const T* hs,     // (B, nc, N, E)
-                   const T* u,      // (B, L, E)
-                   const T* dr,     // (B, L, E)
-                   const T* A_log,  // (E, N)
-                   const T* bsrc,   // (B, L, ldb)
-                   const T* csrc,   // (B, L, ldc)
-                   const T* Dp,     // (E)
-                   const T* zsrc,   // (B, L, ldz)
-                   const ScanDims& d) {
+struct ScanBackwardInputs {
+  const T* dout;   // (B, L, E)
+  const T* hs;     // (B, nc, N, E)
+  const T* u;      // (B, L, E)
+  const T* dr;     // (B, L, E)
+  const T* A_log;  // (E, N)
+  const T* bsrc;   // (B, L, ldb)
+  const T* csrc;   // (B, L, ldc)
+  const T* Dp;     // (E)
+  const T* zsrc;   // (B, L, ldz)
+};
+
+// One thread's buffers: per sub-block of a channel group its A, As and carried G, the
+// group's dA_log and dD sums, and per step of one chunk of one sub-block what the
+// recompute pass leaves for the reverse pass.
+template <class T>
+struct ScanBackwardWork {
+  ScanBackwardWork(int64_t N, int64_t C)
+      : A_all(static_cast<size_t>(kGE * N)),
+        As_all(static_cast<size_t>(kGE * N)),
+        G_all(static_cast<size_t>(kGE * N)),
+        dA_tot(static_cast<size_t>(kGE * N)),
+        dD_tot(kGE),
+        h(static_cast<size_t>(N * kEB)),
+        ab(static_cast<size_t>(C * N * kEB)),
+        ahb(static_cast<size_t>(C * N * kEB)),
+        deltab(static_cast<size_t>(C * kEB)),
+        ub(static_cast<size_t>(C * kEB)),
+        dspb(static_cast<size_t>(C * kEB)),
+        dyb(static_cast<size_t>(C * kEB)),
+        duyb(static_cast<size_t>(C * kEB)),
+        lanes(static_cast<size_t>(C * 2 * N * kEB)),
+        dAc(static_cast<size_t>(N * kEB)) {}
+  std::vector<T> A_all, As_all, G_all;  // (kGE / kEB) sub-blocks of N * kEB
+  std::vector<double> dA_tot, dD_tot;   // the group's sums over chunks
+  std::vector<T> h;                     // the recomputed state
+  std::vector<T> ab, ahb;               // a_t and a_t h_{t-1} of the chunk
+  std::vector<T> deltab, ub, dspb, dyb, duyb;  // delta, u, softplus', dy, dy * D of the chunk
+  std::vector<T> lanes;                 // dBt / dCt lane partials of the chunk
+  std::vector<T> dAc;                   // dA of the chunk
+};
+
+// Recompute pass over chunk c (steps [t0, t0 + Tc)) of the sub-block of channels
+// [e0, e0 + ne) of sequence b: from h_{t0-1} (kept in hs by the forward) the Tc steps of
+// the forward again, keeping a_t and a_t h_{t-1} for the reverse pass. The gradients
+// that need only the forward values are taken here: dz, the dCt lanes (dy * h_t) and dD.
+template <class T>
+void scan_backward_recompute(const ScanGrads<T>& gr, const ScanBackwardInputs<T>& in, const ScanDims& d,
+                             ScanBackwardWork<T>& w, int64_t b, int64_t c, int64_t t0, int64_t Tc, int64_t e0,
+                             int64_t ne, const T* __restrict As, const T* Dv, T* dDc) {
+  const int64_t N = d.N, E = d.E, NB = N * kEB;
+  {
+    const T* hc = in.hs + ((b * d.nc + c) * N) * E + e0;
+    for (int64_t n = 0; n < N; ++n) load_lanes<kEB>(w.h.data() + n * kEB, hc + n * E, ne);
+  }
+  for (int64_t it = 0; it < Tc; ++it) {
+    const int64_t row = b * d.L + t0 + it;
+    T* delta = w.deltab.data() + it * kEB;
+    T* uu = w.ub.data() + it * kEB;
+    T* dsp = w.dspb.data() + it * kEB;
+    T* dy = w.dyb.data() + it * kEB;
+    T* duy = w.duyb.data() + it * kEB;
+    T r[kEB], zz[kEB], go[kEB], du[kEB], sz[kEB], y[kEB];
+    load_lanes<kEB>(r, in.dr + row * E + e0, ne);
+    load_lanes<kEB>(uu, in.u + row * E + e0, ne);
+    load_lanes<kEB>(zz, in.zsrc + row * d.ldz + d.zcol + e0, ne);
+    load_lanes<kEB>(go, in.dout + row * E + e0, ne);
+#pragma omp simd
+    for (int64_t i = 0; i < kEB; ++i) {
+      delta[i] = softplus(r[i]);
+      dsp[i] = softplus_grad(r[i]);
+      du[i] = delta[i] * uu[i];
+      sz[i] = sigmoid(zz[i]);
+      dy[i] = go[i] * (zz[i] * sz[i]);
+      y[i] = 0;
+    }
+    const T* Bt = in.bsrc + row * d.ldb + d.bcol;
+    const T* Ct = in.csrc + row * d.ldc + d.ccol;
+    T* __restrict hh = w.h.data();
+    T* __restrict a = w.ab.data() + it * NB;
+    T* __restrict ah = w.ahb.data() + it * NB;
+    T* __restrict lc = w.lanes.data() + it * 2 * NB + NB;  // dCt lanes
+    for (int64_t n = 0; n < N; ++n) {
+      const T bn = Bt[n], cn = Ct[n];
+      const int64_t o = n * kEB;
+#pragma omp simd
+      for (int64_t i = 0; i < kEB; ++i) {
+        const T an = mamba_math::ScanDecay<T>::decay(delta[i] * As[o + i]);
+        const T ahn = an * hh[o + i];
+        const T hn = ahn + du[i] * bn;
+        a[o + i] = an;
+        ah[o + i] = ahn;
+        hh[o + i] = hn;
+        y[i] += hn * cn;
+        lc[o + i] += dy[i] * hn;
+      }
+    }
+    T dzv[kEB];
+#pragma omp simd
+    for (int64_t i = 0; i < kEB; ++i) {
+      const T yy = y[i] + Dv[i] * uu[i];
+      dzv[i] = go[i] * yy * (sz[i] * (T(1) + zz[i] * (T(1) - sz[i])));
+      dDc[i] += dy[i] * uu[i];
+      duy[i] = dy[i] * Dv[i];
+    }
+    if (gr.dz)
+      for (int64_t i = 0; i < ne; ++i) gr.dz[row * d.ldz + d.zcol + e0 + i] += dzv[i];
+  }
+}
+
+// Reverse pass over the same chunk, t = t0 + Tc - 1 down to t0: the adjoint of the state,
+// G_t = dy_t C_t + a_{t+1} G_{t+1} (carried across chunks in G), gives du, d(delta_raw),
+// the dBt lanes and dA of the chunk (in w.dAc). In the forward pass h_t = a_t h_{t-1} +
+// delta_t u_t B_t with a_t = exp(delta_t A), so dh_t/d(delta_t) = A a_t h_{t-1} + u_t B_t
+// and dh_t/dA = delta_t a_t h_{t-1}.
+template <class T>
+void scan_backward_reverse(const ScanGrads<T>& gr, const ScanBackwardInputs<T>& in, const ScanDims& d,
+                           ScanBackwardWork<T>& w, int64_t b, int64_t t0, int64_t Tc, int64_t e0, int64_t ne,
+                           const T* __restrict A, T* __restrict G) {
+  const int64_t N = d.N, E = d.E, NB = N * kEB;
+  std::fill(w.dAc.begin(), w.dAc.end(), T(0));
+  T* __restrict dAc = w.dAc.data();
+  for (int64_t it = Tc - 1; it >= 0; --it) {
+    const int64_t row = b * d.L + t0 + it;
+    const T* delta = w.deltab.data() + it * kEB;
+    const T* uu = w.ub.data() + it * kEB;
+    const T* dsp = w.dspb.data() + it * kEB;
+    const T* dy = w.dyb.data() + it * kEB;
+    const T* duy = w.duyb.data() + it * kEB;
+    T dtu[kEB], sGB[kEB], qA[kEB];
+    for (int64_t i = 0; i < kEB; ++i) {
+      dtu[i] = delta[i] * uu[i];
+      sGB[i] = 0;
+      qA[i] = 0;
+    }
+    const T* Bt = in.bsrc + row * d.ldb + d.bcol;
+    const T* Ct = in.csrc + row * d.ldc + d.ccol;
+    const T* __restrict a = w.ab.data() + it * NB;
+    const T* __restrict ah = w.ahb.data() + it * NB;
+    T* __restrict lb = w.lanes.data() + it * 2 * NB;  // dBt lanes
+    for (int64_t n = 0; n < N; ++n) {
+      const T bn = Bt[n], cn = Ct[n];
+      const int64_t o = n * kEB;
+#pragma omp simd
+      for (int64_t i = 0; i < kEB; ++i) {
+        const T Gn = G[o + i] + dy[i] * cn;
+        const T q = Gn * ah[o + i];
+        qA[i] += q * A[o + i];
+        dAc[o + i] += q * delta[i];
+        sGB[i] += Gn * bn;
+        lb[o + i] += Gn * dtu[i];
+        G[o + i] = a[o + i] * Gn;
+      }
+    }
+    T duv[kEB], ddr[kEB];
+#pragma omp simd
+    for (int64_t i = 0; i < kEB; ++i) {
+      duv[i] = duy[i] + delta[i] * sGB[i];
+      ddr[i] = (qA[i] + uu[i] * sGB[i]) * dsp[i];
+    }
+    if (gr.du)
+      for (int64_t i = 0; i < ne; ++i) gr.du[row * E + e0 + i] += duv[i];
+    if (gr.ddr)
+      for (int64_t i = 0; i < ne; ++i) gr.ddr[row * E + e0 + i] += ddr[i];
+  }
+}
+
+// Backward: OpenMP over (batch, group of kGE channels) as the forward. A task walks the
+// chunks from the last to the first; for each sub-block of kEB channels it runs the
+// recompute pass and then the reverse pass over the chunk. The dBt/dCt lanes of a chunk
+// are summed into the group's partial rows, dA_log and dD into per-(b, e) partials; a
+// later pass sums the partials in a fixed order.
+template <class T>
+void scan_backward(const ScanGrads<T>& gr, const ScanBackwardInputs<T>& in, const ScanDims& d) {
   const int64_t N = d.N, E = d.E, C = d.chunk;
   const int64_t ngroups = (E + kGE - 1) / kGE;
   const int64_t NB = N * kEB;
-  const int64_t nsub_max = kGE / kEB;
 #pragma omp parallel if (d.B * d.L * E * (N + 8) > kMinParallelWork)
   {
-    // Per-thread buffers.
-    std::vector<T> A_all(static_cast<size_t>(nsub_max * NB));   // A per sub-block
-    std::vector<T> As_all(static_cast<size_t>(nsub_max * NB));  // A * kScale per sub-block
-    std::vector<T> G_all(static_cast<size_t>(nsub_max * NB));   // carried G per sub-block
-    std::vector<double> dA_tot(static_cast<size_t>(kGE * N)), dD_tot(kGE);
-    std::vector<T> h(static_cast<size_t>(NB));             // the recomputed state
-    std::vector<T> ab(static_cast<size_t>(C * NB));        // a_t of the chunk
-    std::vector<T> ahb(static_cast<size_t>(C * NB));       // a_t h_{t-1} of the chunk
-    std::vector<T> deltab(static_cast<size_t>(C * kEB)), ub(static_cast<size_t>(C * kEB)),
-        dspb(static_cast<size_t>(C * kEB)), dyb(static_cast<size_t>(C * kEB)), duyb(static_cast<size_t>(C * kEB));
-    std::vector<T> lanes(static_cast<size_t>(C * 2 * NB));  // dBt/dCt lane partials of a chunk
-    std::vector<T> dAc(static_cast<size_t>(NB));
+    ScanBackwardWork<T> w(N, C);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < d.B * ngroups; ++task) {
       const int64_t b = task / ngroups, g = task % ngroups;
       const int64_t ge0 = g * kGE, gne = std::min(kGE, E - ge0);
       const int64_t nsub = (gne + kEB - 1) / kEB;
       for (int64_t s = 0; s < nsub; ++s)
-        load_A<kEB>(As_all.data() + s * NB, A_all.data() + s * NB, A_log, ge0 + s * kEB, std::min(kEB, gne - s * kEB), N);
-      std::fill(G_all.begin(), G_all.end(), T(0));
-      std::fill(dA_tot.begin(), dA_tot.end(), 0.0);
-      std::fill(dD_tot.begin(), dD_tot.end(), 0.0);
+        load_A<kEB>(w.As_all.data() + s * NB, w.A_all.data() + s * NB, in.A_log, ge0 + s * kEB,
+                    std::min(kEB, gne - s * kEB), N);
+      std::fill(w.G_all.begin(), w.G_all.end(), T(0));
+      std::fill(w.dA_tot.begin(), w.dA_tot.end(), 0.0);
+      std::fill(w.dD_tot.begin(), w.dD_tot.end(), 0.0);
       for (int64_t c = d.nc - 1; c >= 0; --c) {
         const int64_t t0 = c * C, Tc = std::min(C, d.L - t0);
-        std::fill(lanes.begin(), lanes.begin() + Tc * 2 * NB, T(0));
+        std::fill(w.lanes.begin(), w.lanes.begin() + Tc * 2 * NB, T(0));
         for (int64_t s = 0; s < nsub; ++s) {
           const int64_t e0 = ge0 + s * kEB, ne = std::min(kEB, gne - s * kEB);
-          const T* __restrict A = A_all.data() + s * NB;
-          const T* __restrict As = As_all.data() + s * NB;
-          T* __restrict G = G_all.data() + s * NB;
           T Dv[kEB];
-          load_lanes<kEB>(Dv, Dp + e0, ne);
+          load_lanes<kEB>(Dv, in.Dp + e0, ne);
           T dDc[kEB] = {};
-          // --- forward over the chunk: h_{t0-1} from hs, then Tc steps as in the forward.
-          {
-            const T* hc = hs + ((b * d.nc + c) * N) * E + e0;
-            for (int64_t n = 0; n < N; ++n) load_lanes<kEB>(h.data() + n * kEB, hc + n * E, ne);
-          }
-          for (int64_t it = 0; it < Tc; ++it) {
-            const int64_t row = b * d.L + t0 + it;
-            T* delta = deltab.data() + it * kEB;
-            T* uu = ub.data() + it * kEB;
-            T* dsp = dspb.data() + it * kEB;
-            T* dy = dyb.data() + it * kEB;
-            T* duy = duyb.data() + it * kEB;
-            T r[kEB], zz[kEB], go[kEB], du[kEB], sz[kEB], y[kEB];
-            load_lanes<kEB>(r, dr + row * E + e0, ne);
-            load_lanes<kEB>(uu, u + row * E + e0, ne);
-            load_lanes<kEB>(zz, zsrc + row * d.ldz + d.zcol + e0, ne);
-            load_lanes<kEB>(go, dout + row * E + e0, ne);
-#pragma omp simd
-            for (int64_t i = 0; i < kEB; ++i) {
-              delta[i] = softplus(r[i]);
-              dsp[i] = softplus_grad(r[i]);
-              du[i] = delta[i] * uu[i];
-              sz[i] = sigmoid(zz[i]);
-              dy[i] = go[i] * (zz[i] * sz[i]);
-              y[i] = 0;
-            }
-            const T* Bt = bsrc + row * d.ldb + d.bcol;
-            const T* Ct = csrc + row * d.ldc + d.ccol;
-            T* __restrict hh = h.data();
-            T* __restrict a = ab.data() + it * NB;
-            T* __restrict ah = ahb.data() + it * NB;
-            T* __restrict lc = lanes.data() + it * 2 * NB + NB;  // dCt lanes
-            for (int64_t n = 0; n < N; ++n) {
-              const T bn = Bt[n], cn = Ct[n];
-              const int64_t o = n * kEB;
-#pragma omp simd
-              for (int64_t i = 0; i < kEB; ++i) {
-                const T an = mamba_math::ScanDecay<T>::decay(delta[i] * As[o + i]);
-                const T ahn = an * hh[o + i];
-                const T hn = ahn + du[i] * bn;
-                a[o + i] = an;
-                ah[o + i] = ahn;
-                hh[o + i] = hn;
-                y[i] += hn * cn;
-                lc[o + i] += dy[i] * hn;
-              }
-            }
-            T dzv[kEB];
-#pragma omp simd
-            for (int64_t i = 0; i < kEB; ++i) {
-              const T yy = y[i] + Dv[i] * uu[i];
-              dzv[i] = go[i] * yy * (sz[i] * (T(1) + zz[i] * (T(1) - sz[i])));
-              dDc[i] += dy[i] * uu[i];
-              duy[i] = dy[i] * Dv[i];
-            }
-            if (gr.dz)
-              for (int64_t i = 0; i < ne; ++i) gr.dz[row * d.ldz + d.zcol + e0 + i] += dzv[i];
-          }
-          // --- reverse over the chunk: the G recursion.
-          std::fill(dAc.begin(), dAc.end(), T(0));
-          for (int64_t it = Tc - 1; it >= 0; --it) {
-            const int64_t row = b * d.L + t0 + it;
-            const T* delta = deltab.data() + it * kEB;
-            const T* uu = ub.data() + it * kEB;
-            const T* dsp = dspb.data() + it * kEB;
-            const T* dy = dyb.data() + it * kEB;
-            const T* duy = duyb.data() + it * kEB;
-            T dtu[kEB], sGB[kEB], qA[kEB];
-            for (int64_t i = 0; i < kEB; ++i) {
-              dtu[i] = delta[i] * uu[i];
-              sGB[i] = 0;
-              qA[i] = 0;
-            }
-            const T* Bt = bsrc + row * d.ldb + d.bcol;
-            const T* Ct = csrc + row * d.ldc + d.ccol;
-            const T* __restrict a = ab.data() + it * NB;
-            const T* __restrict ah = ahb.data() + it * NB;
-            T* __restrict lb = lanes.data() + it * 2 * NB;  // dBt lanes
-            for (int64_t n = 0; n < N; ++n) {
-              const T bn = Bt[n], cn = Ct[n];
-              const int64_t o = n * kEB;
-#pragma omp simd
-              for (int64_t i = 0; i < kEB; ++i) {
-                const T Gn = G[o + i] + dy[i] * cn;
-                const T q = Gn * ah[o + i];
-                qA[i] += q * A[o + i];
-                dAc[o + i] += q * delta[i];
-                sGB[i] += Gn * bn;
-                lb[o + i] += Gn * dtu[i];
-                G[o + i] = a[o + i] * Gn;
-              }
-            }
-            T duv[kEB], ddr[kEB];
-#pragma omp simd
-            for (int64_t i = 0; i < kEB; ++i) {
-              duv[i] = duy[i] + delta[i] * sGB[i];
-              ddr[i] = (qA[i] + uu[i] * sGB[i]) * dsp[i];
-            }
-            if (gr.du)
-              for (int64_t i = 0; i < ne; ++i) gr.du[row * E + e0 + i] += duv[i];
-            if (gr.ddr)
-              for (int64_t i = 0; i < ne; ++i) gr.ddr[row * E + e0 + i] += ddr[i];
-          }
+          scan_backward_recompute(gr, in, d, w, b, c, t0, Tc, e0, ne, w.As_all.data() + s * NB, Dv, dDc);
+          scan_backward_reverse(gr, in, d, w, b, t0, Tc, e0, ne, w.A_all.data() + s * NB, w.G_all.data() + s * NB);
           const int64_t so = s * kEB;
           for (int64_t n = 0; n < N; ++n)
-            for (int64_t i = 0; i < kEB; ++i) dA_tot[n * kGE + so + i] += dAc[n * kEB + i];
-          for (int64_t i = 0; i < kEB; ++i) dD_tot[so + i] += dDc[i];
+            for (int64_t i = 0; i < kEB; ++i) w.dA_tot[n * kGE + so + i] += w.dAc[n * kEB + i];
+          for (int64_t i = 0; i < kEB; ++i) w.dD_tot[so + i] += dDc[i];
         }
         if (gr.dbc_part) {
           T* part = gr.dbc_part + ((b * ngroups + g) * d.L + t0) * 2 * N;
           for (int64_t it = 0; it < Tc; ++it)
             for (int64_t k = 0; k < 2 * N; ++k) {
-              const T* l = lanes.data() + it * 2 * NB + k * kEB;
+              const T* l = w.lanes.data() + it * 2 * NB + k * kEB;
               T acc = 0;
               for (int64_t i = 0; i < kEB; ++i) acc += l[i];
               part[it * 2 * N + k] = acc;
@@ -532,8 +581,9 @@ void scan_backward(const ScanGrads<T>& gr,
         const int64_t e = ge0 + i;
         if (gr.dA_part)
           for (int64_t n = 0; n < N; ++n)
-            gr.dA_part[(b * E + e) * N + n] = static_cast<T>(dA_tot[n * kGE + i] * -std::exp(double(A_log[e * N + n])));
-        if (gr.dD_part) gr.dD_part[b * E + e] = static_cast<T>(dD_tot[i]);
+            gr.dA_part[(b * E + e) * N + n] =
+                static_cast<T>(w.dA_tot[n * kGE + i] * -std::exp(double(in.A_log[e * N + n])));
+        if (gr.dD_part) gr.dD_part[b * E + e] = static_cast<T>(w.dD_tot[i]);
       }
     }
   }
@@ -693,8 +743,9 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta_raw, const Tensor& A_
       if (need_bc) gr.dbc_part = dbc_part.data<T>();
       if (dA_part.defined()) gr.dA_part = dA_part.data<T>();
       if (dD_part.defined()) gr.dD_part = dD_part.data<T>();
-      scan_backward<T>(gr, g[0].data<T>(), hs.data<T>(), u.data<T>(), delta_raw.data<T>(), A_log.data<T>(),
-                       bsrc.data<T>(), csrc.data<T>(), D.data<T>(), zsrc.data<T>(), d);
+      const ScanBackwardInputs<T> in{g[0].data<T>(), hs.data<T>(),   u.data<T>(), delta_raw.data<T>(), A_log.data<T>(),
+                                     bsrc.data<T>(), csrc.data<T>(), D.data<T>(), zsrc.data<T>()};
+      scan_backward<T>(gr, in, d);
       // Second passes: the channel-group partials of dBt/dCt summed per row, and the
       // per-batch partials of dA_log and dD summed over batch, each in a fixed order.
       if (need_bc) {
