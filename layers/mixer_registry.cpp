@@ -32,16 +32,16 @@ std::vector<MixerEntry> build() {
   using M = MixerOptions;
   std::vector<MixerEntry> r;
   r.push_back(row<AttentionMixer, &M::attention>(
-      "attention", "causal multi-head softmax attention with a KV cache",
+      "attention", "Causal multi-head softmax attention with a KV cache",
       {{"num_heads", "heads H, dividing d_model", [](M& m) -> OptionRef { return &m.attention.num_heads; }},
        {"dropout", "dropout on the attention probabilities, in [0, 1)",
         [](M& m) -> OptionRef { return &m.attention.dropout; }}}));
   r.push_back(row<LinearAttentionMixer, &M::linear_attention>(
-      "linear_attention", "linear attention with the feature map elu + 1 (Katharopoulos et al. 2020)",
+      "linear_attention", "Linear attention with the feature map elu + 1 (Katharopoulos et al. 2020)",
       {{"num_heads", "heads H, dividing d_model", [](M& m) -> OptionRef { return &m.linear_attention.num_heads; }},
        {"eps", "added to the normaliser, > 0", [](M& m) -> OptionRef { return &m.linear_attention.eps; }}}));
   r.push_back(row<GlaMixer, &M::gla>(
-      "gla", "gated linear attention (Yang et al. 2023, as flash-linear-attention)",
+      "gla", "Gated linear attention (Yang et al. 2023, as flash-linear-attention)",
       {{"num_heads", "heads H, dividing the key and value widths", [](M& m) -> OptionRef { return &m.gla.num_heads; }},
        {"expand_k", "key width Dk = d_model * expand_k, a whole number", [](M& m) -> OptionRef { return &m.gla.expand_k; }},
        {"expand_v", "value width Dv = d_model * expand_v, a whole number",
@@ -56,7 +56,7 @@ std::vector<MixerEntry> build() {
       {{"d_state", "state size N, even (N/2 complex modes)", [](M& m) -> OptionRef { return &m.h3.d_state; }},
        {"head_dim", "channels per head, dividing d_model", [](M& m) -> OptionRef { return &m.h3.head_dim; }}}));
   r.push_back(row<MambaMixer, &M::mamba>(
-      "mamba", "selective SSM (Gu and Dao 2023, mamba_simple)",
+      "mamba", "Selective SSM (Gu and Dao 2023, mamba_simple)",
       {{"d_state", "state size N per channel, >= 1", [](M& m) -> OptionRef { return &m.mamba.d_state; }},
        {"d_conv", "width of the causal depthwise convolution, >= 1", [](M& m) -> OptionRef { return &m.mamba.d_conv; }},
        {"expand", "inner width E = expand * d_model, expand >= 1", [](M& m) -> OptionRef { return &m.mamba.expand; }},

@@ -341,8 +341,11 @@ TEST(Config, ConfigAndConstructorsAgree) {
       LanguageModel model(raw.model, LayerInit{&gen, raw.model.n_layers, DType::f32});
       if (raw.model.mixer.type == "gla") {
         // The key width the config promised: round(100 * 0.29) = 29.
-        for (const auto& [name, t] : model.named_parameters())
-          if (name == "layers.0.mixer.gk_proj.1.bias") EXPECT_EQ(t.size(0), 29) << joined;
+        for (const auto& [name, t] : model.named_parameters()) {
+          if (name == "layers.0.mixer.gk_proj.1.bias") {
+            EXPECT_EQ(t.size(0), 29) << joined;
+          }
+        }
       }
     } catch (const ShapeError&) {
       built = false;
@@ -379,8 +382,8 @@ TEST(Config, ValidateOnStructs) {
 
 TEST(Config, RoundTrip) {
   std::vector<Config> configs;
-  for (const char* type : {"attention", "linear_attention", "gla", "h3", "mamba"}) {
-    Config c = parse_config(kBase, "run.yaml", {std::string("model.mixer.type=") + type});
+  for (const std::string& type : mixer_names()) {
+    Config c = parse_config(kBase, "run.yaml", {"model.mixer.type=" + type});
     configs.push_back(c);
   }
   Config odd = parse_config(kBase, "run.yaml",

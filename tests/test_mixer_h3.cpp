@@ -25,6 +25,7 @@
 #include "layers/h3.h"
 #include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/mixer_testing.h"
 #include "tests/support/reference_h3.h"
 
 using namespace seqmix;
@@ -67,24 +68,6 @@ void randomize(const H3Mixer& m, uint64_t seed) {
   }
 }
 
-// loss = sum(y * r) through its own tape node (no op under test involved).
-Tensor weighted_sum(const Tensor& y, const Tensor& r) {
-  Tensor out = Tensor::zeros({}, y.dtype());
-  double acc = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) acc += y.item(i) * r.item(i);
-  if (y.dtype() == DType::f64) out.f64()[0] = acc;
-  else out.f32()[0] = static_cast<float>(acc);
-  if (any_requires_grad({&y}))
-    record({&out}, [y, r](const std::vector<Tensor>& g) {
-      Tensor gb = y.grad_buffer();
-      const double go = g[0].item(0);
-      for (int64_t i = 0; i < y.numel(); ++i) {
-        if (y.dtype() == DType::f64) gb.f64()[i] += go * r.item(i);
-        else gb.f32()[i] += static_cast<float>(go * r.item(i));
-      }
-    });
-  return out;
-}
 
 ::testing::AssertionResult close_to_scale(const Tensor& got, const Tensor& ref, double rtol, const char* what) {
   if (!got.defined()) return ::testing::AssertionFailure() << what << ": no gradient";

@@ -29,6 +29,7 @@
 #include "layers/mamba_math.h"
 #include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/mixer_testing.h"
 #include "tests/support/reference_mamba.h"
 
 using namespace seqmix;
@@ -47,22 +48,6 @@ Vec rand_vec(int64_t n, Generator& gen, double lo, double hi) {
   Vec v(static_cast<size_t>(n));
   for (double& x : v) x = gen.uniform(lo, hi);
   return v;
-}
-
-// Runs backward of loss = sum(y * dy) through a one-node tape entry (independent of
-// any op under test).
-void backward_with(const Tensor& y, const Tensor& dy) {
-  Tensor loss = Tensor::zeros({}, y.dtype());
-  record({&loss}, [y, dy](const std::vector<Tensor>& g) {
-    dispatch_float(y.dtype(), "test loss", [&](auto tag) {
-      using T = decltype(tag);
-      T* d = y.grad_buffer().template data<T>();
-      const T go = g[0].data<T>()[0];
-      const T* w = dy.data<T>();
-      for (int64_t i = 0; i < y.numel(); ++i) d[i] += w[i] * go;
-    });
-  });
-  backward(loss);
 }
 
 ::testing::AssertionResult close_to_ref(const Tensor& got, const Vec& ref, double rtol, const char* what) {
@@ -234,7 +219,7 @@ TEST_P(ScanVsReference, Float32ForwardAndBackward) {
 
   Generator gen(5);
   const Vec dout = rand_vec(c.B * c.L * c.E, gen, -1, 1);
-  backward_with(out, from_vec(dout, out.shape(), DType::f32));
+  backward_weighted(out, from_vec(dout, out.shape(), DType::f32));
   const RefScanGrads g = ref_scan_backward(o.ref, dout);
   const int64_t rows = c.B * c.L;
   const double rtol = 1e-5;
@@ -270,11 +255,11 @@ TEST(SelectiveScan, SkipsInputsThatNeedNoGradientWithSameResult) {
   Generator gen(2);
   const Tensor dout = from_vec(rand_vec(c.B * c.L * c.E, gen, -1, 1), {c.B, c.L, c.E}, DType::f32);
   const ScanTensors all = scan_tensors(o, DType::f32, true);
-  backward_with(run_scan({all.u, all.dr, all.A_log, all.bc, all.D, all.zs}, o, c.chunk), dout);
+  backward_weighted(run_scan({all.u, all.dr, all.A_log, all.bc, all.D, all.zs}, o, c.chunk), dout);
   ScanTensors some = scan_tensors(o, DType::f32, false);
   some.A_log.set_requires_grad(true);
   some.bc.set_requires_grad(true);
-  backward_with(run_scan({some.u, some.dr, some.A_log, some.bc, some.D, some.zs}, o, c.chunk), dout);
+  backward_weighted(run_scan({some.u, some.dr, some.A_log, some.bc, some.D, some.zs}, o, c.chunk), dout);
   EXPECT_TRUE(bitwise_equal(some.A_log.grad(), all.A_log.grad()));
   EXPECT_TRUE(bitwise_equal(some.bc.grad(), all.bc.grad()));
   EXPECT_FALSE(some.u.grad().defined());
@@ -293,7 +278,7 @@ TEST(SelectiveScan, ChunkLengthDoesNotChangeTheResult) {
     Tensor out = run_scan({t.u, t.dr, t.A_log, t.bc, t.D, t.zs}, o, chunk);
     if (!out_first.defined()) out_first = out.detach();
     EXPECT_TRUE(bitwise_equal(out, out_first)) << "chunk " << chunk;  // the forward never depends on it
-    backward_with(out, dout);
+    backward_weighted(out, dout);
     if (grads.empty()) {
       grads = {t.u.grad(), t.dr.grad(), t.A_log.grad(), t.bc.grad(), t.D.grad(), t.zs.grad()};
     } else {
@@ -324,7 +309,7 @@ TEST(SelectiveScan, ScanAndConvIndependentOfThreadCount) {
     cb.set_requires_grad(true);
     Tensor u = mamba_conv1d_silu({t.zs, 1}, cw, cb);  // (B, L, E) from columns [1, E+1) of z's source
     Tensor out = selective_scan(u, t.dr, t.A_log, {t.bc, o.bcol}, {t.bc, o.ccol}, t.D, {t.zs, o.zcol}, c.chunk);
-    backward_with(out, dout);
+    backward_weighted(out, dout);
     results.push_back({out.detach(), t.dr.grad(), t.A_log.grad(), t.bc.grad(), t.D.grad(), t.zs.grad(), cw.grad(),
                        cb.grad()});
   }
@@ -378,7 +363,7 @@ TEST_P(ConvVsReference, Float32ForwardAndBackward) {
   Tensor y = mamba_conv1d_silu({xs, 2}, w, b);
   const Vec x = columns_of(xv, rows, c.E + 3, 2, c.E);
   EXPECT_TRUE(close_to_ref(y, ref_conv_forward(x, wv, bv, c.B, c.L, c.E, c.K), 1e-5, "xc"));
-  backward_with(y, from_vec(dv, y.shape(), DType::f32));
+  backward_weighted(y, from_vec(dv, y.shape(), DType::f32));
   const RefConvGrads g = ref_conv_backward(x, wv, bv, c.B, c.L, c.E, c.K, dv);
   const Vec dxs = xs.grad().to_f64_vector();
   EXPECT_TRUE(close_to_ref(from_vec(columns_of(dxs, rows, c.E + 3, 2, c.E), {rows * c.E}, DType::f64), g.x, 1e-5,
@@ -479,7 +464,7 @@ TEST(MambaLayer, Float32MatchesReferenceForwardAndBackward) {
   Tensor y = m.forward(x, true, unused);
   const RefMambaParams p = ref_params_from(m);
   EXPECT_TRUE(close_to_ref(y, ref_mamba_forward(p, xv, B, L), 1e-5, "out"));
-  backward_with(y, from_vec(dv, y.shape(), DType::f32));
+  backward_weighted(y, from_vec(dv, y.shape(), DType::f32));
   const RefMambaGrads g = ref_mamba_backward(p, xv, B, L, dv);
   EXPECT_TRUE(close_to_ref(x.grad(), g.x, 1e-5, "dx"));
   NamedTensors params;
@@ -540,7 +525,7 @@ TEST(MambaLayer, BackwardIsBitIdenticalFromRunToRun) {
     x.zero_grad();
     for (auto& [n, p] : params) p.zero_grad();
     Generator unused(0);
-    backward_with(m.forward(x, true, unused), dy);
+    backward_weighted(m.forward(x, true, unused), dy);
     std::vector<Tensor> now{x.grad().clone()};
     for (auto& [n, p] : params) now.push_back(p.grad().clone());
     if (run == 0) {
