@@ -13,10 +13,10 @@ namespace seqmix {
 
 namespace {
 
-std::string prefix(const RecallTaskOptions& o) { return "recall task '" + o.task + "': "; }
+std::string prefix_of(const RecallTaskOptions& o) { return "recall task '" + o.task + "': "; }
 
 [[noreturn]] void fail(const RecallTaskOptions& o, const std::string& msg) {
-  throw DataError(prefix(o) + msg);
+  throw DataError(prefix_of(o) + msg);
 }
 
 // Per-thread scratch buffers, so that generating an example allocates nothing
@@ -108,6 +108,96 @@ const std::vector<std::string>& recall_task_names() {
   return names;
 }
 
+std::vector<RecallProblem> recall_task_problems(const RecallTaskOptions& o, const std::string& prefix) {
+  std::vector<RecallProblem> out;
+  auto n = [&](const char* key) { return prefix + key; };
+  auto str = [](auto v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  };
+  auto add = [&](std::vector<std::string> keys, const std::string& message) {
+    for (std::string& k : keys) k = prefix + k;
+    out.push_back({std::move(keys), message});
+  };
+  // Each returns false when the value is out of range, so that the cross-option rules
+  // below run only on values that are individually sane.
+  auto at_least = [&](const char* key, int64_t v, int64_t min) {
+    if (v >= min) return true;
+    add({key}, n(key) + " = " + str(v) + " is out of range: must be >= " + str(min));
+    return false;
+  };
+  const int64_t V = o.vocab_size, L = o.seq_len, K = o.num_kv_pairs, M = o.num_tokens_to_copy;
+  bool v_ok = at_least("vocab_size", V, 2);
+  if (v_ok && V > std::numeric_limits<int32_t>::max()) {  // token ids are int32
+    add({"vocab_size"}, n("vocab_size") + " = " + str(V) + " is out of range: must be < 2^31");
+    v_ok = false;
+  }
+  const bool l_ok = at_least("seq_len", L, 1);
+  at_least("num_train_examples", o.num_train_examples, 0);
+  at_least("num_test_examples", o.num_test_examples, 0);
+
+  if (o.task == "mqar") {
+    const bool k_ok = at_least("num_kv_pairs", K, 1);
+    bool layout_ok = v_ok && l_ok && k_ok;
+    if (!(o.power_a > 0.0) || !std::isfinite(o.power_a)) {
+      add({"power_a"}, n("power_a") + " = " + str(o.power_a) + " is out of range: must be > 0");
+      layout_ok = false;
+    }
+    if (l_ok && L % 2 != 0) {
+      add({"seq_len"}, n("seq_len") + " must be even for mqar (the query region is made of pairs), got " + str(L));
+      layout_ok = false;
+    }
+    if (v_ok && l_ok && V <= L) {
+      add({"vocab_size", "seq_len"}, "mqar needs " + n("vocab_size") + " > " + n("seq_len") +
+                                         ", got vocab_size = " + str(V) + ", seq_len = " + str(L));
+      layout_ok = false;
+    }
+    if (k_ok && l_ok && 4 * K > L) {
+      add({"num_kv_pairs", "seq_len"},
+          "mqar needs 4 * " + n("num_kv_pairs") + " <= " + n("seq_len") +
+              " (2K tokens of pairs, then K queries in (seq_len - 2K) / 2 slots), got num_kv_pairs = " + str(K) +
+              ", seq_len = " + str(L) + "; use num_kv_pairs <= " + str(L / 4));
+      layout_ok = false;
+    }
+    // With V > L >= 4K and L even: V/2 - 1 >= L/2 - 1 >= 2K - 1 >= K keys and
+    // V - V/2 >= 2K values are available, so no separate vocabulary rule.
+    if (layout_ok) {
+      try {
+        mqar_slot_weights(o);  // a power_a far above 1 overflows a weight
+      } catch (const DataError& e) {
+        add({"power_a"}, n("power_a") + ": " + std::string(e.what()).substr(prefix_of(o).size()));
+      }
+    }
+  } else if (o.task == "associative_recall") {
+    if (at_least("num_kv_pairs", K, 1)) {
+      if (l_ok && 2 * K + 1 > L)
+        add({"num_kv_pairs", "seq_len"}, "associative_recall needs 2 * " + n("num_kv_pairs") + " + 1 <= " +
+                                             n("seq_len") + " (the pairs, then the query), got num_kv_pairs = " +
+                                             str(K) + ", seq_len = " + str(L));
+      if (v_ok && V / 2 - 1 < K)
+        add({"vocab_size", "num_kv_pairs"},
+            "associative_recall draws distinct keys from [1, vocab_size / 2): " + n("vocab_size") + " = " + str(V) +
+                " is too small for num_kv_pairs = " + str(K) + "; use vocab_size >= " + str(2 * (K + 1)));
+    }
+  } else if (o.task == "induction_heads") {
+    if (l_ok && L < 3) add({"seq_len"}, n("seq_len") + " must be >= 3 for induction_heads, got " + str(L));
+    if (v_ok && V < 3)
+      add({"vocab_size"}, n("vocab_size") + " must be >= 3 for induction_heads (the special token and two "
+                                            "ordinary ones), got " + str(V));
+  } else if (o.task == "selective_copying") {
+    if (at_least("num_tokens_to_copy", M, 1) && l_ok && 2 * M > L)
+      add({"num_tokens_to_copy", "seq_len"},
+          "selective_copying needs 2 * " + n("num_tokens_to_copy") + " <= " + n("seq_len") +
+              " (the data tokens, then as many markers), got num_tokens_to_copy = " + str(M) + ", seq_len = " +
+              str(L));
+    if (v_ok && V < 3)
+      add({"vocab_size"}, n("vocab_size") + " must be >= 3 for selective_copying (blank, marker and data "
+                                            "tokens), got " + str(V));
+  }
+  return out;
+}
+
 void validate(const RecallTaskOptions& o) {
   const auto& names = recall_task_names();
   if (std::find(names.begin(), names.end(), o.task) == names.end()) {
@@ -115,72 +205,11 @@ void validate(const RecallTaskOptions& o) {
     for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
     throw DataError("recall task: unknown task '" + o.task + "'; valid tasks are " + list);
   }
-  const int64_t V = o.vocab_size, L = o.seq_len;
-  std::ostringstream s;
-  if (L < 1) {
-    s << "seq_len must be >= 1 (seq_len = " << L << ")";
-    fail(o, s.str());
-  }
-  if (V < 2 || V > std::numeric_limits<int32_t>::max()) {
-    s << "vocab_size must be in [2, 2^31) (vocab_size = " << V << ")";
-    fail(o, s.str());
-  }
-  if (o.num_train_examples < 0 || o.num_test_examples < 0) {
-    s << "num_train_examples and num_test_examples must be >= 0 (num_train_examples = "
-      << o.num_train_examples << ", num_test_examples = " << o.num_test_examples << ")";
-    fail(o, s.str());
-  }
-  const int64_t K = o.num_kv_pairs;
-  if (o.task == "mqar") {
-    if (K < 1) {
-      s << "num_kv_pairs must be >= 1 (num_kv_pairs = " << K << ")";
-    } else if (L % 2 != 0) {
-      s << "seq_len must be even (seq_len = " << L << ")";
-    } else if (V <= L) {
-      s << "vocab_size must be greater than seq_len (vocab_size = " << V << ", seq_len = " << L
-        << ")";
-    } else if (4 * K > L) {
-      s << "4 * num_kv_pairs must be <= seq_len (num_kv_pairs = " << K << ", seq_len = " << L
-        << ")";
-    } else if (!(o.power_a > 0.0) || !std::isfinite(o.power_a)) {
-      s << "power_a must be positive and finite (power_a = " << o.power_a << ")";
-    } else {
-      mqar_slot_weights(o);  // throws if a weight overflows
-    }
-    // With V > L >= 4K and L even: V/2 - 1 >= L/2 - 1 >= 2K - 1 >= K keys and
-    // V - V/2 >= 2K values are available, so no separate vocabulary check.
-  } else if (o.task == "associative_recall") {
-    if (K < 1) {
-      s << "num_kv_pairs must be >= 1 (num_kv_pairs = " << K << ")";
-    } else if (2 * K + 1 > L) {
-      s << "2 * num_kv_pairs + 1 must be <= seq_len (num_kv_pairs = " << K << ", seq_len = " << L
-        << ")";
-    } else if (V / 2 - 1 < K) {
-      s << "vocab_size / 2 - 1 distinct keys are needed for num_kv_pairs keys (vocab_size = " << V
-        << ", num_kv_pairs = " << K << "; vocab_size must be >= " << 2 * (K + 1) << ")";
-    }
-  } else if (o.task == "induction_heads") {
-    if (L < 3) {
-      s << "seq_len must be >= 3 (seq_len = " << L << ")";
-    } else if (V < 3) {
-      s << "vocab_size must be >= 3: the special token and at least 2 ordinary tokens "
-           "(vocab_size = "
-        << V << ")";
-    }
-  } else {  // selective_copying
-    const int64_t M = o.num_tokens_to_copy;
-    if (M < 1) {
-      s << "num_tokens_to_copy must be >= 1 (num_tokens_to_copy = " << M << ")";
-    } else if (2 * M > L) {
-      s << "2 * num_tokens_to_copy must be <= seq_len (num_tokens_to_copy = " << M
-        << ", seq_len = " << L << ")";
-    } else if (V < 3) {
-      s << "vocab_size must be >= 3: blank 0, marker vocab_size-1 and at least one data token "
-           "(vocab_size = "
-        << V << ")";
-    }
-  }
-  if (!s.str().empty()) fail(o, s.str());
+  const std::vector<RecallProblem> problems = recall_task_problems(o);
+  if (problems.empty()) return;
+  std::string text;
+  for (const RecallProblem& p : problems) text += (text.empty() ? "" : "; ") + p.message;
+  fail(o, text);
 }
 
 RecallTask::RecallTask(const RecallTaskOptions& options) : options_(options) {

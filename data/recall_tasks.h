@@ -51,9 +51,21 @@ namespace seqmix {
 // The valid values of RecallTaskOptions::task.
 const std::vector<std::string>& recall_task_names();
 
-// Throws DataError naming the option and its value when the options are
-// inconsistent for their task (see the requirements above), the task name is
-// unknown (listing the valid ones), or the example counts are negative.
+// One problem of a task's options: the options it concerns (prefix + name) and a message
+// that names them and their values.
+struct RecallProblem {
+  std::vector<std::string> keys;
+  std::string message;
+};
+
+// Every rule of the recall options, in one place: the requirements above, vocab_size in
+// [2, 2^31), seq_len >= 1, example counts >= 0. Options are named prefix + name ("data."
+// in a config file). options.task must be one of recall_task_names().
+std::vector<RecallProblem> recall_task_problems(const RecallTaskOptions& options,
+                                                const std::string& prefix = "");
+
+// Throws DataError naming the task, the options and their values when
+// recall_task_problems finds any, or when the task name is unknown (listing the valid ones).
 void validate(const RecallTaskOptions& options);
 
 // A task with its options validated once and its tables (the MQAR slot

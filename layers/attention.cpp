@@ -10,18 +10,26 @@
 
 #include "core/ops.h"
 #include "core/tape.h"
-#include "layers/attention_gemm.h"
+#include "core/gemm.h"
 #include "layers/attention_kernel.h"
 
 namespace seqmix {
 
+void check_options(const AttentionOptions& opt, int64_t d_model, OptionCheck& check) {
+  const bool d_ok = check.at_least("d_model", d_model, 1);
+  if (check.at_least("num_heads", opt.num_heads, 1) && d_ok)
+    check.divides({"num_heads", "d_model"}, check.name("d_model"), d_model, "num_heads", opt.num_heads,
+                  "each head takes d_model / num_heads channels");
+  check.in_range("dropout", opt.dropout, 0, 1);
+}
+
+int64_t state_size(const AttentionOptions&, int64_t d_model, int64_t t) { return 2 * d_model * t; }
+
 AttentionMixer::AttentionMixer(int64_t d_model, const AttentionOptions& opt, const LayerInit& init)
     : d_model_(d_model), opt_(opt) {
-  if (d_model < 1 || opt.num_heads < 1 || d_model % opt.num_heads != 0)
-    throw ShapeError("attention: d_model " + std::to_string(d_model) + " must be a positive multiple of num_heads " +
-                     std::to_string(opt.num_heads));
-  if (!(opt.dropout >= 0.0 && opt.dropout < 1.0))
-    throw ShapeError("attention: dropout must be in [0, 1), got " + std::to_string(opt.dropout));
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("attention");
   const int64_t D = d_model;
   // Draw order: Wqkv.weight, then out_proj.weight (biases are constants).
   wqkv_weight_ = param_normal({3 * D, D}, 0.02, init);
@@ -30,11 +38,11 @@ AttentionMixer::AttentionMixer(int64_t d_model, const AttentionOptions& opt, con
   out_bias_ = param_constant({D}, 0.0, init);
 }
 
-void AttentionMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "Wqkv.weight", wqkv_weight_);
-  out.emplace_back(prefix + "Wqkv.bias", wqkv_bias_);
-  out.emplace_back(prefix + "out_proj.weight", out_weight_);
-  out.emplace_back(prefix + "out_proj.bias", out_bias_);
+void AttentionMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "Wqkv.weight", wqkv_weight_, kDecay});
+  out.push_back({prefix + "Wqkv.bias", wqkv_bias_, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_weight_, kDecay});
+  out.push_back({prefix + "out_proj.bias", out_bias_, kNoDecay});
 }
 
 Tensor AttentionMixer::forward(const Tensor& x, bool training, Generator& gen) {

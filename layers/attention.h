@@ -9,6 +9,7 @@
 #include <string>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -21,18 +22,23 @@ struct AttentionState : MixerState {
   Tensor v_cache;        // (batch, H, capacity, dh)
 };
 
+// The rules on the options, shared by the config check and the constructor:
+// d_model >= 1, num_heads >= 1 divides d_model, 0 <= dropout < 1.
+void check_options(const AttentionOptions& opt, int64_t d_model, OptionCheck& check);
+// 2 * D * t: one key and one value of D floats per consumed token.
+int64_t state_size(const AttentionOptions& opt, int64_t d_model, int64_t t);
+
 class AttentionMixer : public Mixer {
  public:
-  // Throws ShapeError unless num_heads >= 1 divides d_model and 0 <= dropout < 1.
+  // Throws ShapeError naming every problem that check_options finds.
   AttentionMixer(int64_t d_model, const AttentionOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
-  // 2 * D * t: one key and one value of D floats per consumed token.
-  int64_t state_size(int64_t t) const override { return 2 * d_model_ * t; }
+  int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
   // Wqkv.weight (3D, D), Wqkv.bias (3D), out_proj.weight (D, D), out_proj.bias (D).
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t num_heads() const { return opt_.num_heads; }

@@ -18,7 +18,7 @@
 // atomics either one thread owns a whole (b, h) (per_head), or a first pass over
 // key blocks computes dK, dV and a second over query blocks dQ (two_pass).
 //
-// Small GEMMs: gemm_ld (layers/attention_gemm.h), oneDNN's sgemm with leading
+// Small GEMMs: gemm_ld (core/gemm.h), oneDNN's sgemm with leading
 // dimensions for float32, plain loops for float64.
 //
 // Determinism: every parallel task writes only rows it owns, and the summation
@@ -42,7 +42,7 @@
 #endif
 
 #include "core/tape.h"
-#include "layers/attention_gemm.h"
+#include "core/gemm.h"
 
 namespace seqmix {
 

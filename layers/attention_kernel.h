@@ -1,5 +1,7 @@
 // The fused core of causal multi-head softmax attention (SPEC 2.1), one
-// differentiable op with a hand-written FlashAttention-style backward.
+// differentiable op with a hand-written FlashAttention-style backward. Reference twin
+// (plain loops, the tests' oracle): tests/support/reference_attention.h
+// (reference_attention_core / reference_attention_core_backward, reference_attention_layer).
 #pragma once
 
 #include <cstdint>

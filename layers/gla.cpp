@@ -2,7 +2,9 @@
 // layers/gla_kernel.cpp) and the recurrent step (SPEC 2.3).
 #include "layers/gla.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "core/ops.h"
 #include "core/tape.h"
@@ -10,31 +12,41 @@
 
 namespace seqmix {
 
-namespace {
-
-int64_t checked_width(const char* what, int64_t d_model, double expand, int64_t heads) {
-  // As fla: int(hidden_size * expand), which must split evenly over the heads.
-  const int64_t w = static_cast<int64_t>(static_cast<double>(d_model) * expand);
-  if (w <= 0 || heads <= 0 || w % heads != 0)
-    throw ShapeError("GlaMixer: " + std::string(what) + " = int(" + std::to_string(d_model) + " * " +
-                     std::to_string(expand) + ") = " + std::to_string(w) + " must be positive and divisible by num_heads " +
-                     std::to_string(heads));
-  return w;
+int64_t gla_width(int64_t d_model, double expand) {
+  return static_cast<int64_t>(std::llround(static_cast<double>(d_model) * expand));
 }
 
-}  // namespace
+void check_options(const GlaOptions& g, int64_t d_model, OptionCheck& check) {
+  const bool d_ok = check.at_least("d_model", d_model, 1);
+  const bool heads_ok = check.at_least("num_heads", g.num_heads, 1);
+  const bool k_ok = check.positive("expand_k", g.expand_k);
+  const bool v_ok = check.positive("expand_v", g.expand_v);
+  check.at_least("gate_low_rank_dim", g.gate_low_rank_dim, 1);
+  check.positive("gate_logit_normalizer", g.gate_logit_normalizer);
+  check.positive("norm_eps", g.norm_eps);
+  for (const auto& [key, expand, ok] : {std::tuple<std::string, double, bool>{"expand_k", g.expand_k, k_ok},
+                                        std::tuple<std::string, double, bool>{"expand_v", g.expand_v, v_ok}}) {
+    if (!ok || !d_ok) continue;
+    const double width = static_cast<double>(d_model) * expand;
+    const double rounded = std::round(width);
+    const std::string text = check.name("d_model") + " * " + check.name(key);
+    if (std::fabs(width - rounded) > 1e-9 * std::max(1.0, width) || rounded < 1) {
+      check.add({key, "d_model"}, text + " = " + std::to_string(d_model) + " * " + format_number(expand) + " = " +
+                                      format_number(width) + " is not a positive whole number of channels");
+    } else if (heads_ok) {
+      check.divides({"num_heads", key, "d_model"}, text, gla_width(d_model, expand), "num_heads", g.num_heads,
+                    "gla splits it into equal heads");
+    }
+  }
+}
 
 GlaMixer::GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init) : d_model_(d_model), opt_(opt) {
-  if (d_model <= 0) throw ShapeError("GlaMixer: d_model must be positive, got " + std::to_string(d_model));
-  if (opt.num_heads <= 0) throw ShapeError("GlaMixer: num_heads must be positive, got " + std::to_string(opt.num_heads));
-  if (opt.gate_low_rank_dim <= 0)
-    throw ShapeError("GlaMixer: gate_low_rank_dim must be positive, got " + std::to_string(opt.gate_low_rank_dim));
-  if (!(opt.gate_logit_normalizer > 0))
-    throw ShapeError("GlaMixer: gate_logit_normalizer must be positive, got " + std::to_string(opt.gate_logit_normalizer));
-  if (!(opt.norm_eps > 0)) throw ShapeError("GlaMixer: norm_eps must be positive, got " + std::to_string(opt.norm_eps));
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("gla");
   heads_ = opt.num_heads;
-  key_dim_ = checked_width("key dim (d_model * expand_k)", d_model, opt.expand_k, heads_);
-  value_dim_ = checked_width("value dim (d_model * expand_v)", d_model, opt.expand_v, heads_);
+  key_dim_ = gla_width(d_model, opt.expand_k);
+  value_dim_ = gla_width(d_model, opt.expand_v);
   const int64_t r = opt.gate_low_rank_dim;
   // Draw order follows the SPEC parameter list, so a seed fixes every value.
   q_weight_ = param_normal({key_dim_, d_model}, 0.02, init);
@@ -48,16 +60,16 @@ GlaMixer::GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init
   o_weight_ = param_normal({d_model, value_dim_}, scaled_init_std(init), init);
 }
 
-void GlaMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "q_proj.weight", q_weight_);
-  out.emplace_back(prefix + "k_proj.weight", k_weight_);
-  out.emplace_back(prefix + "v_proj.weight", v_weight_);
-  out.emplace_back(prefix + "g_proj.weight", g_weight_);
-  out.emplace_back(prefix + "gk_proj.0.weight", gk0_weight_);
-  out.emplace_back(prefix + "gk_proj.1.weight", gk1_weight_);
-  out.emplace_back(prefix + "gk_proj.1.bias", gk1_bias_);
-  out.emplace_back(prefix + "g_norm.weight", norm_weight_);
-  out.emplace_back(prefix + "o_proj.weight", o_weight_);
+void GlaMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "q_proj.weight", q_weight_, kDecay});
+  out.push_back({prefix + "k_proj.weight", k_weight_, kDecay});
+  out.push_back({prefix + "v_proj.weight", v_weight_, kDecay});
+  out.push_back({prefix + "g_proj.weight", g_weight_, kDecay});
+  out.push_back({prefix + "gk_proj.0.weight", gk0_weight_, kDecay});
+  out.push_back({prefix + "gk_proj.1.weight", gk1_weight_, kDecay});
+  out.push_back({prefix + "gk_proj.1.bias", gk1_bias_, kNoDecay});
+  out.push_back({prefix + "g_norm.weight", norm_weight_, kNoDecay});
+  out.push_back({prefix + "o_proj.weight", o_weight_, kDecay});
 }
 
 Tensor GlaMixer::forward(const Tensor& x, bool /*training*/, Generator& /*gen*/) {
@@ -80,7 +92,10 @@ std::unique_ptr<MixerState> GlaMixer::init_state(int64_t batch) const {
   return st;
 }
 
-int64_t GlaMixer::state_size(int64_t /*t*/) const { return heads_ * (key_dim_ / heads_) * (value_dim_ / heads_); }
+int64_t state_size(const GlaOptions& opt, int64_t d_model, int64_t /*t*/) {
+  const int64_t H = opt.num_heads;
+  return H * (gla_width(d_model, opt.expand_k) / H) * (gla_width(d_model, opt.expand_v) / H);
+}
 
 Tensor GlaMixer::step(MixerState& state, const Tensor& x_t) const {
   auto* st = dynamic_cast<GlaState*>(&state);

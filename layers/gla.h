@@ -14,6 +14,9 @@
 //   gla_norm_gate (layers/gla_gate.cpp): the per-head rmsnorm times g_norm.weight
 //     times swish(g).
 // The recurrent form keeps S (H, dk, dv) per sequence: decay, then add, then read out.
+// Reference twin (plain loops, the tests' oracle): tests/support/reference_gla.h
+// (reference_gla_core / reference_gla_core_backward, reference_gla_norm_gate,
+// reference_gla_layer).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,7 @@
 #include "core/random.h"
 #include "core/tensor.h"
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -49,22 +53,31 @@ struct GlaState : MixerState {
   Tensor S;  // (B, H, dk, dv), the dtype of the layer: the S_t of the recurrence
 };
 
+// Dk = D * expand_k (or Dv = D * expand_v), rounded to the nearest integer: check_options
+// accepts only products within 1e-9 of a whole number, and rounding (not truncation, as
+// fla's int() does) keeps 100 * 0.29 = 28.999999999999996 at the 29 channels it means.
+int64_t gla_width(int64_t d_model, double expand);
+
+// The rules on the options, shared by the config check and the constructor: d_model,
+// num_heads and gate_low_rank_dim >= 1; expand_k, expand_v, gate_logit_normalizer and
+// norm_eps > 0; Dk and Dv whole numbers of channels that num_heads divides.
+void check_options(const GlaOptions& opt, int64_t d_model, OptionCheck& check);
+// H * dk * dv, whatever t.
+int64_t state_size(const GlaOptions& opt, int64_t d_model, int64_t t);
+
 class GlaMixer : public Mixer {
  public:
-  // Throws ShapeError unless Dk = int(D * expand_k) and Dv = int(D * expand_v) are
-  // positive multiples of num_heads, and gate_low_rank_dim, gate_logit_normalizer and
-  // norm_eps are positive.
+  // Throws ShapeError naming every problem that check_options finds.
   GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
-  // H * dk * dv, whatever t.
-  int64_t state_size(int64_t t) const override;
+  int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
   // q_proj.weight (Dk, D), k_proj.weight (Dk, D), v_proj.weight (Dv, D), g_proj.weight
   // (Dv, D), gk_proj.0.weight (r, D), gk_proj.1.weight (Dk, r), gk_proj.1.bias (Dk),
   // g_norm.weight (dv), o_proj.weight (D, Dv), in this order.
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t num_heads() const { return heads_; }

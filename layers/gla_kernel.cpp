@@ -29,16 +29,14 @@
 // the weak gates that follow.
 //
 // The chunk-sized products (o = (q^ e^b) S0, o += A v, the state update and their
-// backward twins) go through chunk_gemm (oneDNN's sgemm); the sub-chunk scores are
-// plain loops over dk that vectorise.
+// backward twins) go through chunk_gemm (core's gemm_ld, oneDNN's sgemm); the sub-chunk
+// scores are plain loops over dk that vectorise.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.h>
 
 #include "core/gemm.h"
 #include "core/tape.h"
@@ -69,30 +67,14 @@ constexpr int64_t kParallelWork = int64_t(1) << 18;
 int64_t chunk_work(const GlaDims& d) { return d.B * d.H * d.L * (d.dk * d.dv + C * (d.dk + d.dv)); }
 
 // Chunk-sized products C (M x N) (+)= op(A) op(B), row-major and dense, with the
-// transposes of core/gemm.h's GemmShape (batch 1). float32 calls oneDNN's dnnl_sgemm:
-// at 64 x 64 x 32 it is 3-7 times faster than plain SSE loops, and called from inside
-// the parallel loop it runs single-threaded on the calling thread. (core/gemm.h's
-// gemm() would be the natural call, but it shares one oneDNN primitive and its
-// scratchpad between threads and returns wrong results when two threads call it at
-// once; this kernel's float32 tests fail at 2 threads with it.) float64 serves the
-// gradient checks and uses a serial plain loop, so that no parallel region is opened
-// for each of these small products.
-void chunk_gemm(const GemmShape& s, const float* A, const float* B, float* Cm, bool accumulate) {
-  const dnnl_status_t st =
-      dnnl_sgemm(s.trans_a ? 'T' : 'N', s.trans_b ? 'T' : 'N', s.M, s.N, s.K, 1.0f, A, s.trans_a ? s.M : s.K, B,
-                 s.trans_b ? s.K : s.N, accumulate ? 1.0f : 0.0f, Cm, s.N);
-  if (st != dnnl_success)
-    throw std::runtime_error("gla_chunk_attention: dnnl_sgemm failed with status " + std::to_string(int(st)));
-}
-
-void chunk_gemm(const GemmShape& s, const double* A, const double* B, double* Cm, bool accumulate) {
-  for (int64_t m = 0; m < s.M; ++m)
-    for (int64_t n = 0; n < s.N; ++n) {
-      double acc = 0;
-      for (int64_t k = 0; k < s.K; ++k)
-        acc += (s.trans_a ? A[k * s.M + m] : A[m * s.K + k]) * (s.trans_b ? B[n * s.K + k] : B[k * s.N + n]);
-      Cm[m * s.N + n] = accumulate ? Cm[m * s.N + n] + acc : acc;
-    }
+// transposes of core/gemm.h's GemmShape (batch 1), through core's gemm_ld: for float32
+// oneDNN's sgemm, at 64 x 64 x 32 3-7 times faster than plain SSE loops and
+// single-threaded inside the parallel loop, with no per-shape primitive to look up;
+// for float64 a serial loop, so that no parallel region opens for each small product.
+template <class T>
+void chunk_gemm(const GemmShape& s, const T* A, const T* B, T* Cm, bool accumulate) {
+  gemm_ld(s.trans_a, s.trans_b, s.M, s.N, s.K, T(1), A, s.trans_a ? s.M : s.K, B, s.trans_b ? s.K : s.N,
+          accumulate ? T(1) : T(0), Cm, s.N);
 }
 
 // Scratch for one chunk of one (batch, head); one per thread. Rows are positions.

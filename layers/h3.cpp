@@ -9,14 +9,21 @@
 
 namespace seqmix {
 
+void check_options(const H3Options& opt, int64_t d_model, OptionCheck& check) {
+  const bool d_ok = check.at_least("d_model", d_model, 1);
+  if (check.at_least("d_state", opt.d_state, 2) && opt.d_state % 2 != 0)
+    check.add({"d_state"}, check.name("d_state") + " = " + std::to_string(opt.d_state) +
+                               " must be even (h3's diagonal SSM uses d_state/2 complex modes)");
+  if (check.at_least("head_dim", opt.head_dim, 1) && d_ok)
+    check.divides({"head_dim", "d_model"}, check.name("d_model"), d_model, "head_dim", opt.head_dim,
+                  "h3 has d_model / head_dim heads");
+}
+
 H3Mixer::H3Mixer(int64_t d_model, const H3Options& opt, const LayerInit& init)
-    : d_model_(d_model), d_state_(opt.d_state) {
-  if (d_model < 1) throw ShapeError("H3Mixer: d_model must be positive, got " + std::to_string(d_model));
-  if (opt.d_state < 2 || opt.d_state % 2 != 0)
-    throw ShapeError("H3Mixer: d_state must be even and >= 2, got " + std::to_string(opt.d_state));
-  if (opt.head_dim < 1 || d_model % opt.head_dim != 0)
-    throw ShapeError("H3Mixer: head_dim " + std::to_string(opt.head_dim) + " must divide d_model " +
-                     std::to_string(d_model));
+    : d_model_(d_model), d_state_(opt.d_state), opt_(opt) {
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("h3");
   if (!init.gen) throw ShapeError("H3Mixer: LayerInit has no generator");
   const int64_t D = d_model, N = opt.d_state, Nh = N / 2, H = D / opt.head_dim;
   // Draws in named_parameters order, so the values depend only on the seed.
@@ -92,28 +99,28 @@ Tensor H3Mixer::step(MixerState& state, const Tensor& x_t) const {
   return linear(o, out_w_, out_b_);
 }
 
-int64_t H3Mixer::state_size(int64_t /*t*/) const {
-  return d_model_ * (d_state_ - 1) + d_model_ * ssm_.head_dim * d_state_;
+int64_t state_size(const H3Options& opt, int64_t d_model, int64_t /*t*/) {
+  return d_model * (opt.d_state - 1) + d_model * opt.head_dim * opt.d_state;
 }
 
-void H3Mixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "q_proj.weight", q_w_);
-  out.emplace_back(prefix + "q_proj.bias", q_b_);
-  out.emplace_back(prefix + "k_proj.weight", k_w_);
-  out.emplace_back(prefix + "k_proj.bias", k_b_);
-  out.emplace_back(prefix + "v_proj.weight", v_w_);
-  out.emplace_back(prefix + "v_proj.bias", v_b_);
-  out.emplace_back(prefix + "ssm_shift.B", ssm_.shift_B);
-  out.emplace_back(prefix + "ssm_shift.C", ssm_.shift_C);
-  out.emplace_back(prefix + "ssm_shift.D", ssm_.shift_D);
-  out.emplace_back(prefix + "ssm_diag.log_dt", ssm_.log_dt);
-  out.emplace_back(prefix + "ssm_diag.inv_A_real", ssm_.inv_A_real);
-  out.emplace_back(prefix + "ssm_diag.A_imag", ssm_.A_imag);
-  out.emplace_back(prefix + "ssm_diag.B", ssm_.diag_B);
-  out.emplace_back(prefix + "ssm_diag.C", ssm_.diag_C);
-  out.emplace_back(prefix + "ssm_diag.D", ssm_.diag_D);
-  out.emplace_back(prefix + "out_proj.weight", out_w_);
-  out.emplace_back(prefix + "out_proj.bias", out_b_);
+void H3Mixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "q_proj.weight", q_w_, kDecay});
+  out.push_back({prefix + "q_proj.bias", q_b_, kNoDecay});
+  out.push_back({prefix + "k_proj.weight", k_w_, kDecay});
+  out.push_back({prefix + "k_proj.bias", k_b_, kNoDecay});
+  out.push_back({prefix + "v_proj.weight", v_w_, kDecay});
+  out.push_back({prefix + "v_proj.bias", v_b_, kNoDecay});
+  out.push_back({prefix + "ssm_shift.B", ssm_.shift_B, kNoDecay});
+  out.push_back({prefix + "ssm_shift.C", ssm_.shift_C, kNoDecay});
+  out.push_back({prefix + "ssm_shift.D", ssm_.shift_D, kNoDecay});
+  out.push_back({prefix + "ssm_diag.log_dt", ssm_.log_dt, kNoDecay});
+  out.push_back({prefix + "ssm_diag.inv_A_real", ssm_.inv_A_real, kNoDecay});
+  out.push_back({prefix + "ssm_diag.A_imag", ssm_.A_imag, kNoDecay});
+  out.push_back({prefix + "ssm_diag.B", ssm_.diag_B, kNoDecay});
+  out.push_back({prefix + "ssm_diag.C", ssm_.diag_C, kNoDecay});
+  out.push_back({prefix + "ssm_diag.D", ssm_.diag_D, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_w_, kDecay});
+  out.push_back({prefix + "out_proj.bias", out_b_, kNoDecay});
 }
 
 }  // namespace seqmix

@@ -12,6 +12,7 @@
 
 #include "layers/h3_kernel.h"
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -20,16 +21,22 @@ struct H3State : MixerState {
   H3CoreState core;
 };
 
+// The rules on the options, shared by the config check and the constructor: d_model >= 1,
+// d_state even and >= 2, head_dim >= 1 dividing d_model.
+void check_options(const H3Options& opt, int64_t d_model, OptionCheck& check);
+// D*(N-1) floats of past k plus D*head_dim*N floats of complex diagonal state, whatever t.
+int64_t state_size(const H3Options& opt, int64_t d_model, int64_t t);
+
 class H3Mixer : public Mixer {
  public:
+  // Throws ShapeError naming every problem that check_options finds.
   H3Mixer(int64_t d_model, const H3Options& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
-  // D*(N-1) floats of past k plus D*head_dim*N floats of complex diagonal state.
-  int64_t state_size(int64_t t) const override;
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t d_state() const { return d_state_; }
@@ -38,6 +45,7 @@ class H3Mixer : public Mixer {
 
  private:
   int64_t d_model_, d_state_;
+  H3Options opt_;
   Tensor q_w_, q_b_, k_w_, k_b_, v_w_, v_b_, out_w_, out_b_;
   H3SsmParams ssm_;
 };

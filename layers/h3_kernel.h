@@ -7,7 +7,12 @@
 //   h3_diag_mix:   o[t, h*dh+d2] = sum_d1 q[t,h*dh+d1] * y[t,h,d1,d2], where
 //                  y = K_h * kv + D_h kv and kv[t,h,d1,d2] = kt[t,h*dh+d1] v[t,h*dh+d2],
 //                  computed with the complex diagonal recurrence (not the kernel K;
-//                  see the method note in h3_kernel.cpp).
+//                  see the method note in h3_diag.cpp).
+//
+// The shift op is in h3_shift.cpp, the diagonal op and the recurrent step in h3_diag.cpp.
+// Reference twin (plain loops, the tests' oracle): tests/support/reference_h3.h
+// (ref_h3_shift_forward / ref_h3_shift_backward, ref_h3_diag_forward / ref_h3_diag_backward,
+// ref_h3_layer_forward).
 //
 // Both ops record one tape node each; their backward accumulates (+=) into the
 // gradient buffers of the inputs and parameters that require a gradient and

@@ -11,12 +11,21 @@
 
 namespace seqmix {
 
+void check_options(const LinearAttentionOptions& opt, int64_t d_model, OptionCheck& check) {
+  const bool d_ok = check.at_least("d_model", d_model, 1);
+  if (check.at_least("num_heads", opt.num_heads, 1) && d_ok)
+    check.divides({"num_heads", "d_model"}, check.name("d_model"), d_model, "num_heads", opt.num_heads,
+                  "each head takes d_model / num_heads channels");
+  // phi > 0 keeps the denominator positive even at eps = 0; eps > 0 keeps it away from
+  // the float underflow of phi(q) . z for very negative q and k.
+  check.positive("eps", opt.eps);
+}
+
 LinearAttentionMixer::LinearAttentionMixer(int64_t d_model, const LinearAttentionOptions& opt, const LayerInit& init)
     : d_model_(d_model), opt_(opt) {
-  if (d_model < 1 || opt.num_heads < 1 || d_model % opt.num_heads != 0)
-    throw ShapeError("linear_attention: d_model " + std::to_string(d_model) +
-                     " must be a positive multiple of num_heads " + std::to_string(opt.num_heads));
-  if (!(opt.eps >= 0.0)) throw ShapeError("linear_attention: eps must be >= 0, got " + std::to_string(opt.eps));
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("linear_attention");
   const int64_t D = d_model;
   // Draw order: q, k, v, out weights (biases are constants).
   q_weight_ = param_normal({D, D}, 0.02, init);
@@ -29,20 +38,20 @@ LinearAttentionMixer::LinearAttentionMixer(int64_t d_model, const LinearAttentio
   out_bias_ = param_constant({D}, 0.0, init);
 }
 
-void LinearAttentionMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "q_proj.weight", q_weight_);
-  out.emplace_back(prefix + "q_proj.bias", q_bias_);
-  out.emplace_back(prefix + "k_proj.weight", k_weight_);
-  out.emplace_back(prefix + "k_proj.bias", k_bias_);
-  out.emplace_back(prefix + "v_proj.weight", v_weight_);
-  out.emplace_back(prefix + "v_proj.bias", v_bias_);
-  out.emplace_back(prefix + "out_proj.weight", out_weight_);
-  out.emplace_back(prefix + "out_proj.bias", out_bias_);
+void LinearAttentionMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "q_proj.weight", q_weight_, kDecay});
+  out.push_back({prefix + "q_proj.bias", q_bias_, kNoDecay});
+  out.push_back({prefix + "k_proj.weight", k_weight_, kDecay});
+  out.push_back({prefix + "k_proj.bias", k_bias_, kNoDecay});
+  out.push_back({prefix + "v_proj.weight", v_weight_, kDecay});
+  out.push_back({prefix + "v_proj.bias", v_bias_, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_weight_, kDecay});
+  out.push_back({prefix + "out_proj.bias", out_bias_, kNoDecay});
 }
 
-int64_t LinearAttentionMixer::state_size(int64_t) const {
-  const int64_t d = d_model_ / opt_.num_heads;
-  return opt_.num_heads * (d * d + d);
+int64_t state_size(const LinearAttentionOptions& opt, int64_t d_model, int64_t) {
+  const int64_t d = d_model / opt.num_heads;
+  return opt.num_heads * (d * d + d);
 }
 
 Tensor LinearAttentionMixer::forward(const Tensor& x, bool, Generator&) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -20,18 +21,23 @@ struct LinearAttentionState : MixerState {
   Tensor z;  // (batch, H, dk): sum over consumed tokens of phi(k_t)
 };
 
+// The rules on the options, shared by the config check and the constructor:
+// d_model >= 1, num_heads >= 1 divides d_model, eps > 0.
+void check_options(const LinearAttentionOptions& opt, int64_t d_model, OptionCheck& check);
+// H * (dk * dv + dk) with dk = dv = D / H, whatever t.
+int64_t state_size(const LinearAttentionOptions& opt, int64_t d_model, int64_t t);
+
 class LinearAttentionMixer : public Mixer {
  public:
-  // Throws ShapeError unless num_heads >= 1 divides d_model and eps >= 0.
+  // Throws ShapeError naming every problem that check_options finds.
   LinearAttentionMixer(int64_t d_model, const LinearAttentionOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
-  // H * (dk * dv + dk) with dk = dv = D / H, whatever t.
-  int64_t state_size(int64_t t) const override;
+  int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
   // q_proj, k_proj, v_proj, out_proj, each .weight (D, D) then .bias (D).
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t num_heads() const { return opt_.num_heads; }

@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "core/tape.h"
-#include "layers/attention_gemm.h"
+#include "core/gemm.h"
 
 namespace seqmix {
 

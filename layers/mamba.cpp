@@ -8,31 +8,38 @@
 
 namespace seqmix {
 
-namespace {
-
-void check_options(int64_t d_model, const MambaOptions& o) {
-  auto bad = [](const std::string& what) { throw ShapeError("MambaMixer: " + what); };
-  if (d_model < 1) bad("d_model must be >= 1, got " + std::to_string(d_model));
-  if (o.d_state < 1) bad("d_state must be >= 1, got " + std::to_string(o.d_state));
-  if (o.d_conv < 1) bad("d_conv must be >= 1, got " + std::to_string(o.d_conv));
-  if (o.expand < 1) bad("expand must be >= 1, got " + std::to_string(o.expand));
-  if (o.dt_rank < 0) bad("dt_rank must be >= 1, or 0 for auto, got " + std::to_string(o.dt_rank));
-  if (!(o.dt_min > 0 && o.dt_min <= o.dt_max))
-    bad("expected 0 < dt_min <= dt_max, got dt_min " + std::to_string(o.dt_min) + ", dt_max " +
-        std::to_string(o.dt_max));
-  if (!(o.dt_init_floor >= 0)) bad("dt_init_floor must be >= 0, got " + std::to_string(o.dt_init_floor));
+void check_options(const MambaOptions& s, int64_t d_model, OptionCheck& check) {
+  check.at_least("d_model", d_model, 1);
+  check.at_least("d_state", s.d_state, 1);
+  check.at_least("d_conv", s.d_conv, 1);
+  check.at_least("expand", s.expand, 1);
+  if (s.dt_rank < 0)
+    check.add({"dt_rank"}, check.name("dt_rank") + " = " + std::to_string(s.dt_rank) +
+                               " is out of range: must be a positive integer or 'auto'");
+  const bool min_ok = check.positive("dt_min", s.dt_min);
+  const bool max_ok = check.positive("dt_max", s.dt_max);
+  if (min_ok && max_ok && !(s.dt_min < s.dt_max))
+    check.add({"dt_min", "dt_max"}, check.name("dt_min") + " = " + format_number(s.dt_min) +
+                                        " must be smaller than " + check.name("dt_max") + " = " +
+                                        format_number(s.dt_max));
+  check.non_negative("dt_init_floor", s.dt_init_floor);
 }
 
-}  // namespace
+int64_t mamba_dt_rank(const MambaOptions& opt, int64_t d_model) {
+  return opt.dt_rank > 0 ? opt.dt_rank : (d_model + 15) / 16;
+}
 
-MambaMixer::MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init) : dtype_(init.dtype) {
-  check_options(d_model, opt);
+MambaMixer::MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init)
+    : opt_(opt), dtype_(init.dtype) {
+  OptionCheck check;
+  check_options(opt, d_model, check);
+  check.throw_if_any("mamba");
   if (!init.gen) throw ShapeError("MambaMixer: LayerInit has no generator");
   d_model_ = d_model;
   d_inner_ = opt.expand * d_model;
   d_state_ = opt.d_state;
   d_conv_ = opt.d_conv;
-  dt_rank_ = opt.dt_rank > 0 ? opt.dt_rank : (d_model + 15) / 16;  // auto = ceil(D / 16)
+  dt_rank_ = mamba_dt_rank(opt, d_model);
   const int64_t E = d_inner_, N = d_state_, R = dt_rank_, K = d_conv_;
 
   // Draw order as mamba_simple constructs its modules.
@@ -110,18 +117,21 @@ Tensor MambaMixer::step(MixerState& state, const Tensor& x_t) const {
   return linear(yg, out_proj_weight);  // (B, D)
 }
 
-int64_t MambaMixer::state_size(int64_t /*t*/) const { return d_inner_ * (d_conv_ - 1) + d_inner_ * d_state_; }
+int64_t state_size(const MambaOptions& opt, int64_t d_model, int64_t /*t*/) {
+  const int64_t E = opt.expand * d_model;
+  return E * (opt.d_conv - 1) + E * opt.d_state;
+}
 
-void MambaMixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
-  out.emplace_back(prefix + "in_proj.weight", in_proj_weight);
-  out.emplace_back(prefix + "conv1d.weight", conv1d_weight);
-  out.emplace_back(prefix + "conv1d.bias", conv1d_bias);
-  out.emplace_back(prefix + "x_proj.weight", x_proj_weight);
-  out.emplace_back(prefix + "dt_proj.weight", dt_proj_weight);
-  out.emplace_back(prefix + "dt_proj.bias", dt_proj_bias);
-  out.emplace_back(prefix + "A_log", A_log);
-  out.emplace_back(prefix + "D", D);
-  out.emplace_back(prefix + "out_proj.weight", out_proj_weight);
+void MambaMixer::parameters(const std::string& prefix, Parameters& out) const {
+  out.push_back({prefix + "in_proj.weight", in_proj_weight, kDecay});
+  out.push_back({prefix + "conv1d.weight", conv1d_weight, kDecay});
+  out.push_back({prefix + "conv1d.bias", conv1d_bias, kNoDecay});
+  out.push_back({prefix + "x_proj.weight", x_proj_weight, kDecay});
+  out.push_back({prefix + "dt_proj.weight", dt_proj_weight, kDecay});
+  out.push_back({prefix + "dt_proj.bias", dt_proj_bias, kNoDecay});
+  out.push_back({prefix + "A_log", A_log, kNoDecay});
+  out.push_back({prefix + "D", D, kNoDecay});
+  out.push_back({prefix + "out_proj.weight", out_proj_weight, kDecay});
 }
 
 }  // namespace seqmix

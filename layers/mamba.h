@@ -21,6 +21,7 @@
 #include <string>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -33,15 +34,27 @@ struct MambaState : MixerState {
   Tensor decay;  // (E, N)
 };
 
+// The rules on the options, shared by the config check and the constructor: d_model,
+// d_state, d_conv and expand >= 1; dt_rank >= 1 or 0 for auto; 0 < dt_min < dt_max;
+// dt_init_floor >= 0.
+void check_options(const MambaOptions& opt, int64_t d_model, OptionCheck& check);
+
+// E*(d_conv-1) conv inputs plus E*N SSM state, whatever t.
+int64_t state_size(const MambaOptions& opt, int64_t d_model, int64_t t);
+
+// R: dt_rank, or ceil(d_model / 16) when it is 0 ("auto").
+int64_t mamba_dt_rank(const MambaOptions& opt, int64_t d_model);
+
 class MambaMixer : public Mixer {
  public:
+  // Throws ShapeError naming every problem that check_options finds.
   MambaMixer(int64_t d_model, const MambaOptions& opt, const LayerInit& init);
 
   Tensor forward(const Tensor& x, bool training, Generator& gen) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
   Tensor step(MixerState& state, const Tensor& x_t) const override;
-  int64_t state_size(int64_t t) const override;
-  void named_parameters(const std::string& prefix, NamedTensors& out) const override;
+  int64_t state_size(int64_t t) const override { return seqmix::state_size(opt_, d_model_, t); }
+  void parameters(const std::string& prefix, Parameters& out) const override;
 
   int64_t d_model() const { return d_model_; }
   int64_t d_inner() const { return d_inner_; }  // E
@@ -66,6 +79,7 @@ class MambaMixer : public Mixer {
  private:
   int64_t d_model_, d_inner_, d_state_, d_conv_, dt_rank_;
   int64_t scan_chunk_ = 64;
+  MambaOptions opt_;
   DType dtype_;
 };
 

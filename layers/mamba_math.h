@@ -1,5 +1,5 @@
-// Scalar functions of the mamba kernels (layers/mamba_kernel.cpp): exp, softplus,
-// sigmoid and silu, and the derivatives the backward needs.
+// Scalar functions of the mamba kernels (layers/mamba_conv.cpp, layers/mamba_scan.cpp):
+// exp, softplus, sigmoid and silu, and the derivatives the backward needs.
 //
 // The float32 versions are written without branches, float compares or libm calls,
 // so that GCC vectorises the loops that call them at -O3 without -ffast-math: the

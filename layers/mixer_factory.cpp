@@ -1,23 +1,16 @@
+// The factory and the option rules by type: lookups in the mixer registry.
 #include "layers/mixer_factory.h"
 
-#include <stdexcept>
-
-#include "layers/attention.h"
-#include "layers/gla.h"
-#include "layers/h3.h"
-#include "layers/linear_attention.h"
-#include "layers/mamba.h"
+#include "layers/mixer_registry.h"
 
 namespace seqmix {
 
+void check_mixer_options(const MixerOptions& opt, int64_t d_model, OptionCheck& check) {
+  mixer_entry(opt.type).check(opt, d_model, check);
+}
+
 std::unique_ptr<Mixer> make_mixer(const MixerOptions& opt, int64_t d_model, const LayerInit& init) {
-  if (opt.type == "attention") return std::make_unique<AttentionMixer>(d_model, opt.attention, init);
-  if (opt.type == "linear_attention") return std::make_unique<LinearAttentionMixer>(d_model, opt.linear_attention, init);
-  if (opt.type == "gla") return std::make_unique<GlaMixer>(d_model, opt.gla, init);
-  if (opt.type == "h3") return std::make_unique<H3Mixer>(d_model, opt.h3, init);
-  if (opt.type == "mamba") return std::make_unique<MambaMixer>(d_model, opt.mamba, init);
-  throw std::invalid_argument("mixer type '" + opt.type +
-                              "' is not one of attention, linear_attention, gla, h3, mamba");
+  return mixer_entry(opt.type).make(opt, d_model, init);
 }
 
 }  // namespace seqmix

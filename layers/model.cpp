@@ -5,6 +5,7 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "layers/mixer_factory.h"
+#include "layers/mixer_registry.h"
 
 namespace seqmix {
 
@@ -22,22 +23,35 @@ Norm make_norm(const std::string& kind, int64_t d, const LayerInit& init) {
   Norm n;
   n.weight = param_constant({d}, 1.0, init);
   if (kind == "layernorm") n.bias = param_constant({d}, 0.0, init);
-  else if (kind != "rmsnorm") throw std::invalid_argument("model.norm '" + kind + "' is not one of layernorm, rmsnorm");
   return n;
 }
 
-void add_norm(const std::string& prefix, const Norm& n, NamedTensors& out) {
-  out.emplace_back(prefix + ".weight", n.weight);
-  if (n.bias.defined()) out.emplace_back(prefix + ".bias", n.bias);
+void add_norm(const std::string& prefix, const Norm& n, Parameters& out) {
+  out.push_back({prefix + ".weight", n.weight, kNoDecay});
+  if (n.bias.defined()) out.push_back({prefix + ".bias", n.bias, kNoDecay});
 }
 
 }  // namespace
 
+void check_options(const ModelOptions& m, OptionCheck& check) {
+  check.at_least("vocab_size", m.vocab_size, 1);
+  check.at_least("n_layers", m.n_layers, 1);
+  check.one_of("norm", m.norm, {"layernorm", "rmsnorm"});
+  check.one_of("mlp", m.mlp, {"none", "gelu"});
+  check.at_least("max_position_embeddings", m.max_position_embeddings, 0);
+  check.in_range("dropout", m.dropout, 0, 1);
+  OptionCheck mixer = check.with_prefix(check.prefix() + "mixer.");
+  // The mixer's rules start with d_model's; without a valid type they cannot run.
+  if (mixer.one_of("type", m.mixer.type, mixer_names()))
+    check_mixer_options(m.mixer, m.d_model, mixer);
+  else
+    check.at_least("d_model", m.d_model, 1);
+}
+
 LanguageModel::LanguageModel(const ModelOptions& opt, const LayerInit& init_in) : opt_(opt), dtype_(init_in.dtype) {
-  if (opt.vocab_size <= 0 || opt.d_model <= 0 || opt.n_layers <= 0)
-    throw std::invalid_argument("model: vocab_size, d_model and n_layers must be positive");
-  if (opt.mlp != "none" && opt.mlp != "gelu")
-    throw std::invalid_argument("model.mlp '" + opt.mlp + "' is not one of none, gelu");
+  OptionCheck check("", "d_model");
+  check_options(opt, check);
+  check.throw_if_any("model");
   LayerInit init = init_in;
   init.n_layers = opt.n_layers;
   const int64_t D = opt.d_model, V = opt.vocab_size;
@@ -160,25 +174,26 @@ Tensor LanguageModel::step(DecodeState& state, const Tensor& tokens) const {
   return head(norm_f_(x));
 }
 
-NamedTensors LanguageModel::named_parameters() const {
-  NamedTensors out;
-  out.emplace_back("embeddings.word_embeddings.weight", word_embeddings_);
-  if (position_embeddings_.defined()) out.emplace_back("embeddings.position_embeddings.weight", position_embeddings_);
+Parameters LanguageModel::parameters() const {
+  Parameters out;
+  out.push_back({"embeddings.word_embeddings.weight", word_embeddings_, kDecay});
+  if (position_embeddings_.defined())
+    out.push_back({"embeddings.position_embeddings.weight", position_embeddings_, kDecay});
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     const std::string p = "layers." + std::to_string(i) + ".";
     add_norm(p + "norm1", b.norm1, out);
-    b.mixer->named_parameters(p + "mixer.", out);
+    b.mixer->parameters(p + "mixer.", out);
     if (b.has_mlp) {
       add_norm(p + "norm2", b.norm2, out);
-      out.emplace_back(p + "mlp.fc1.weight", b.mlp.fc1_weight);
-      out.emplace_back(p + "mlp.fc1.bias", b.mlp.fc1_bias);
-      out.emplace_back(p + "mlp.fc2.weight", b.mlp.fc2_weight);
-      out.emplace_back(p + "mlp.fc2.bias", b.mlp.fc2_bias);
+      out.push_back({p + "mlp.fc1.weight", b.mlp.fc1_weight, kDecay});
+      out.push_back({p + "mlp.fc1.bias", b.mlp.fc1_bias, kNoDecay});
+      out.push_back({p + "mlp.fc2.weight", b.mlp.fc2_weight, kDecay});
+      out.push_back({p + "mlp.fc2.bias", b.mlp.fc2_bias, kNoDecay});
     }
   }
   add_norm("norm_f", norm_f_, out);
-  if (lm_head_.defined()) out.emplace_back("lm_head.weight", lm_head_);
+  if (lm_head_.defined()) out.push_back({"lm_head.weight", lm_head_, kDecay});
   return out;
 }
 

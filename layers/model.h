@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "layers/module.h"
+#include "layers/option_check.h"
 #include "layers/options.h"
 
 namespace seqmix {
@@ -45,8 +46,15 @@ struct DecodeState {
   int64_t t = 0;
 };
 
+// The rules on the model's options and its mixer's, shared by the config check and the
+// constructor: vocab_size, d_model, n_layers >= 1; norm and mlp and mixer.type among their
+// choices; max_position_embeddings >= 0; 0 <= dropout < 1; then the mixer's own rules.
+// Keys are named check.prefix() + key, the mixer's check.prefix() + "mixer." + key.
+void check_options(const ModelOptions& opt, OptionCheck& check);
+
 class LanguageModel {
  public:
+  // Throws ShapeError naming every problem that check_options finds.
   LanguageModel(const ModelOptions& opt, const LayerInit& init);
 
   // tokens: int32 (B, L) -> final normalised hidden states (B, L, D).
@@ -65,7 +73,9 @@ class LanguageModel {
   // Floats of recurrent state per sequence in layer i after t tokens.
   int64_t state_size(int64_t layer, int64_t t) const { return blocks_[layer].mixer->state_size(t); }
 
-  NamedTensors named_parameters() const;
+  // Every parameter with its decay flag (see Parameter), and the same without the flags.
+  Parameters parameters() const;
+  NamedTensors named_parameters() const { return named(parameters()); }
   int64_t num_parameters() const;
   const ModelOptions& options() const { return opt_; }
   DType dtype() const { return dtype_; }

@@ -35,6 +35,19 @@ Tensor param_from(const Shape& shape, const std::vector<double>& values, const L
   return from_doubles(shape, values, init.dtype);
 }
 
+NamedTensors named(const Parameters& params) {
+  NamedTensors out;
+  out.reserve(params.size());
+  for (const Parameter& p : params) out.emplace_back(p.name, p.tensor);
+  return out;
+}
+
+void Mixer::named_parameters(const std::string& prefix, NamedTensors& out) const {
+  Parameters ps;
+  parameters(prefix, ps);
+  for (Parameter& p : ps) out.emplace_back(std::move(p.name), std::move(p.tensor));
+}
+
 double scaled_init_std(const LayerInit& init) { return 0.02 / std::sqrt(2.0 * static_cast<double>(init.n_layers)); }
 
 }  // namespace seqmix

@@ -19,6 +19,22 @@ namespace seqmix {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
+// A parameter with its SPEC name and whether AdamW's weight decay applies to it. The layer
+// that creates a parameter sets the flag, by SPEC section 1's rule: weights of two or more
+// dimensions decay; biases, norm weights and the SSM parameters (h3's ssm_shift.* and
+// ssm_diag.*, mamba's A_log and D) do not. The optimizer reads the flag, not the name.
+struct Parameter {
+  // All three always: a forgotten flag would silently mean "no decay".
+  Parameter(std::string name_, Tensor tensor_, bool decay_)
+      : name(std::move(name_)), tensor(std::move(tensor_)), decay(decay_) {}
+  std::string name;
+  Tensor tensor;
+  bool decay;
+};
+using Parameters = std::vector<Parameter>;
+inline constexpr bool kDecay = true, kNoDecay = false;
+NamedTensors named(const Parameters& params);
+
 struct LayerInit {
   Generator* gen = nullptr;  // initialisation draws
   int64_t n_layers = 1;      // for the scaled init of out_proj/o_proj/fc2 (SPEC 1)
@@ -52,8 +68,10 @@ class Mixer {
   virtual Tensor step(MixerState& state, const Tensor& x_t) const = 0;
   // Floats of recurrent state per sequence after t tokens (SPEC 2).
   virtual int64_t state_size(int64_t t) const = 0;
-  // Appends (prefix + SPEC name, tensor) for every parameter.
-  virtual void named_parameters(const std::string& prefix, NamedTensors& out) const = 0;
+  // Appends (prefix + SPEC name, tensor, decay) for every parameter.
+  virtual void parameters(const std::string& prefix, Parameters& out) const = 0;
+  // The same without the decay flags.
+  void named_parameters(const std::string& prefix, NamedTensors& out) const;
 };
 
 }  // namespace seqmix

@@ -6,10 +6,6 @@ namespace seqmix {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 template <class T>
 void adam_update(T* p, float* m, float* v, const T* g, int64_t n, double lr, const AdamOptions& o, bool decay,
                  int64_t t) {
@@ -36,19 +32,22 @@ void adam_update(T* p, float* m, float* v, const T* g, int64_t n, double lr, con
 
 }  // namespace
 
-bool decays_by_default(const std::string& name, const Tensor& param) {
-  if (param.ndim() < 2) return false;
-  if (name.find(".ssm_shift.") != std::string::npos || name.find(".ssm_diag.") != std::string::npos) return false;
-  if (ends_with(name, ".A_log") || ends_with(name, ".D")) return false;
-  return true;
-}
-
-Adam::Adam(const NamedTensors& params, const AdamOptions& opt) : opt_(opt) {
-  for (const auto& [name, p] : params) {
-    if (!p.requires_grad()) throw ShapeError("Adam: parameter " + name + " does not require a gradient");
-    slots_.push_back(Slot{name, p, Tensor::zeros(p.shape()), Tensor::zeros(p.shape()), decays_by_default(name, p)});
+Adam::Adam(const Parameters& params, const AdamOptions& opt) : opt_(opt) {
+  for (const Parameter& p : params) {
+    if (!p.tensor.requires_grad()) throw ShapeError("Adam: parameter " + p.name + " does not require a gradient");
+    slots_.push_back(Slot{p.name, p.tensor, Tensor::zeros(p.tensor.shape()), Tensor::zeros(p.tensor.shape()), p.decay});
   }
 }
+
+namespace {
+Parameters by_dimensions(const NamedTensors& params) {
+  Parameters out;
+  for (const auto& [name, t] : params) out.push_back({name, t, t.ndim() >= 2});
+  return out;
+}
+}  // namespace
+
+Adam::Adam(const NamedTensors& params, const AdamOptions& opt) : Adam(by_dimensions(params), opt) {}
 
 void Adam::step(double lr) {
   ++step_;

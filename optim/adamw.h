@@ -3,8 +3,8 @@
 //   adamw: p <- p * (1 - lr * wd)              (decoupled weight decay)
 //   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
 //   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// Parameters are split into two groups by SPEC section 1's rule: decay only
-// tensors of two or more dimensions that are not SSM parameters.
+// Which parameters decay is each Parameter's flag, set by the layer that created it
+// (layers/module.h); the optimizer knows no names.
 #pragma once
 
 #include <string>
@@ -23,10 +23,6 @@ struct AdamOptions {
   double weight_decay = 0.0;
 };
 
-// SPEC 1: weight decay applies to parameters of 2+ dimensions, except
-// *.ssm_shift.*, *.ssm_diag.*, *.A_log, *.D; never to biases or norm weights.
-bool decays_by_default(const std::string& name, const Tensor& param);
-
 class Adam {
  public:
   struct Slot {
@@ -36,6 +32,9 @@ class Adam {
     bool decay;
   };
 
+  // Decays the parameters whose flag is set.
+  Adam(const Parameters& params, const AdamOptions& opt);
+  // For tensors that no layer created (tests, tools): those of two or more dimensions decay.
   Adam(const NamedTensors& params, const AdamOptions& opt);
 
   // One update at learning rate lr from the parameters' current gradients.

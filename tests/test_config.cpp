@@ -1,15 +1,20 @@
 // Configuration: unknown keys, wrong types and out-of-range values are reported with file,
 // line and a suggestion; --set overrides; to_yaml round trips.
+#include "layers/mixer_registry.h"
+#include "layers/model.h"
 #include "train/config.h"
+#include "train/config_docs.h"
 #include "train/sweep.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -249,7 +254,7 @@ TEST(Config, MqarInconsistency) {
       << too_many_pairs;
   EXPECT_TRUE(contains(too_many_pairs, "use num_kv_pairs <= 16")) << too_many_pairs;
   EXPECT_EQ(error_of("data:\n  seq_len: 63\n  num_kv_pairs: 4\ntraining:\n  steps: 10\n"),
-            "run.yaml:2: data.seq_len = 63 must be even for mqar (the query region is made of pairs)");
+            "run.yaml:2: data.seq_len must be even for mqar (the query region is made of pairs), got 63");
   EXPECT_TRUE(contains(error_of(kBase, {"data.vocab_size=64", "model.vocab_size=64"}),
                        "mqar needs data.vocab_size > data.seq_len"));
   const std::string small_model = error_of(kBase, {"model.vocab_size=100"});
@@ -285,6 +290,70 @@ TEST(Config, MixerRules) {
   EXPECT_EQ(r.model.mixer.mamba.dt_rank, 8);
 }
 
+// The config check and the layer constructors run the same rules, so a config that
+// validates builds, and one that does not is refused by the constructor too. Each case
+// below once disagreed: gla's key width was rounded by the config and truncated by the
+// layer (100 * 0.29 = 28.999999999999996: 29 channels promised, 28 built), linear
+// attention's eps = 0 passed the layer only, and mamba's dt_min = dt_max passed the layer only.
+TEST(Config, ConfigAndConstructorsAgree) {
+  struct Case {
+    std::vector<std::string> overrides;
+    bool valid;
+  };
+  const std::vector<Case> cases = {
+      {{"model.d_model=100", "model.mixer.type=gla", "model.mixer.num_heads=1", "model.mixer.expand_k=0.29"}, true},
+      {{"model.mixer.type=linear_attention", "model.mixer.eps=0"}, false},
+      {{"model.mixer.type=mamba", "model.mixer.dt_min=0.1", "model.mixer.dt_max=0.1"}, false},
+      {{"model.mixer.type=mamba", "model.mixer.dt_min=0.01", "model.mixer.dt_max=0.1"}, true},
+      {{"model.mixer.type=attention", "model.mixer.num_heads=3"}, false},
+      {{"model.mixer.type=h3", "model.mixer.d_state=7"}, false},
+      {{"model.mlp=relu"}, false},
+  };
+  for (const Case& c : cases) {
+    std::string joined;
+    for (const std::string& o : c.overrides) joined += o + " ";
+    bool config_ok = true;
+    try {
+      parse_config(kBase, "run.yaml", c.overrides);
+    } catch (const ConfigError&) {
+      config_ok = false;
+    }
+    EXPECT_EQ(config_ok, c.valid) << joined;
+    // The same options with the checks bypassed, straight into the constructor.
+    Config raw = parse_config(kBase, "run.yaml");
+    for (const std::string& o : c.overrides) {
+      const std::string key = o.substr(0, o.find('=')), value = o.substr(o.find('=') + 1);
+      ModelOptions& m = raw.model;
+      if (key == "model.d_model") m.d_model = std::stoll(value);
+      else if (key == "model.mlp") m.mlp = value;
+      else if (key == "model.mixer.type") m.mixer.type = value;
+      else if (key == "model.mixer.num_heads") m.mixer.attention.num_heads = m.mixer.gla.num_heads = std::stoll(value);
+      else if (key == "model.mixer.expand_k") m.mixer.gla.expand_k = std::stod(value);
+      else if (key == "model.mixer.eps") m.mixer.linear_attention.eps = std::stod(value);
+      else if (key == "model.mixer.dt_min") m.mixer.mamba.dt_min = std::stod(value);
+      else if (key == "model.mixer.dt_max") m.mixer.mamba.dt_max = std::stod(value);
+      else if (key == "model.mixer.d_state") m.mixer.h3.d_state = std::stoll(value);
+      else FAIL() << "the test does not know " << key;
+    }
+    Generator gen(1);
+    bool built = true;
+    try {
+      LanguageModel model(raw.model, LayerInit{&gen, raw.model.n_layers, DType::f32});
+      if (raw.model.mixer.type == "gla") {
+        // The key width the config promised: round(100 * 0.29) = 29.
+        for (const auto& [name, t] : model.named_parameters()) {
+          if (name == "layers.0.mixer.gk_proj.1.bias") {
+            EXPECT_EQ(t.size(0), 29) << joined;
+          }
+        }
+      }
+    } catch (const ShapeError&) {
+      built = false;
+    }
+    EXPECT_EQ(built, c.valid) << joined;
+  }
+}
+
 TEST(Config, OtherRules) {
   EXPECT_TRUE(contains(error_of(kBase + "schedule:\n  warmup_steps: 200\n"),
                        "run.yaml:13: schedule.warmup_steps = 200 exceeds training.steps = 100"));
@@ -313,8 +382,8 @@ TEST(Config, ValidateOnStructs) {
 
 TEST(Config, RoundTrip) {
   std::vector<Config> configs;
-  for (const char* type : {"attention", "linear_attention", "gla", "h3", "mamba"}) {
-    Config c = parse_config(kBase, "run.yaml", {std::string("model.mixer.type=") + type});
+  for (const std::string& type : mixer_names()) {
+    Config c = parse_config(kBase, "run.yaml", {"model.mixer.type=" + type});
     configs.push_back(c);
   }
   Config odd = parse_config(kBase, "run.yaml",
@@ -378,6 +447,48 @@ TEST(Config, LoadFileResolvesPathAndNamesTheFile) {
 }
 
 // Every config shipped in configs/ loads and validates.
+// Every registered mixer ships an MQAR config, a text config and a place in the MQAR
+// sweep; and every shipped mixer config names a registered mixer.
+TEST(Config, EveryRegisteredMixerHasItsConfigs) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / "configs";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << "no configs in " << dir;
+  const SweepSpec sweep = load_sweep((dir / "sweeps" / "mqar.yaml").string());
+  std::set<std::string> swept;
+  for (size_t i = 0; i < sweep.keys.size(); ++i)
+    if (sweep.keys[i] == "model.mixer.type") swept.insert(sweep.values[i].begin(), sweep.values[i].end());
+  for (const std::string& name : mixer_names()) {
+    const Config mqar = load_config((dir / "mqar" / (name + ".yaml")).string());
+    EXPECT_EQ(mqar.model.mixer.type, name);
+    const Config text = load_config((dir / "text" / ("shakespeare_char_" + name + ".yaml")).string());
+    EXPECT_EQ(text.model.mixer.type, name);
+    EXPECT_EQ(swept.count(name), 1u) << name << " is missing from configs/sweeps/mqar.yaml";
+  }
+  EXPECT_EQ(swept.size(), mixer_names().size());
+}
+
+// docs/config.md is the generated reference: every key the parser knows, with the default it
+// really has. SEQMIX_UPDATE_DOCS=1 rewrites the file instead of failing.
+TEST(Config, ConfigReferenceIsUpToDate) {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::path(SEQMIX_SOURCE_DIR) / "docs" / "config.md";
+  const std::string expected = config_reference_markdown();
+  if (const char* update = std::getenv("SEQMIX_UPDATE_DOCS"); update && std::string(update) == "1") {
+    fs::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << expected;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in) << path << " is missing; run SEQMIX_UPDATE_DOCS=1 ./build/test_config";
+  const std::string actual((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(actual, expected) << path << " is stale; run SEQMIX_UPDATE_DOCS=1 ./build/test_config";
+  // Every key of every mixer type appears with its default.
+  for (const MixerEntry& e : mixer_registry()) {
+    EXPECT_NE(actual.find("### " + e.name + "\n"), std::string::npos) << e.name;
+    for (const MixerOption& o : e.options)
+      EXPECT_NE(actual.find("| `model.mixer." + o.key + "` |"), std::string::npos) << e.name << " " << o.key;
+  }
+}
+
 TEST(Config, ShippedConfigsLoad) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / "configs";

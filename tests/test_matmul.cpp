@@ -8,6 +8,7 @@
 #include "core/gemm.h"
 #include "core/ops.h"
 #include "core/tape.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
 
 using namespace seqmix;
@@ -26,6 +27,14 @@ struct MatmulCase {
   int64_t M, N, K;
   bool ta, tb, shared_b;
 };
+
+void PrintTo(const MatmulCase& c, std::ostream* os) {
+  std::string batch;
+  for (int64_t b : c.batch) batch += std::to_string(b) + "x";
+  *os << "batch" << (batch.empty() ? "none_" : batch.substr(0, batch.size() - 1) + "_")
+      << seqmix::testing::case_name({{"M", double(c.M)}, {"N", double(c.N)}, {"K", double(c.K)}, {"ta", double(c.ta)},
+                             {"tb", double(c.tb)}, {"sharedB", double(c.shared_b)}});
+}
 
 class MatmulTest : public ::testing::TestWithParam<MatmulCase> {};
 
@@ -89,7 +98,8 @@ std::vector<MatmulCase> matmul_cases() {
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTransposes, MatmulTest, ::testing::ValuesIn(matmul_cases()));
+INSTANTIATE_TEST_SUITE_P(AllTransposes, MatmulTest, ::testing::ValuesIn(matmul_cases()),
+                         ::testing::PrintToStringParamName());
 
 TEST(Matmul, GradCheckFloat64AllTransposes) {
   for (bool ta : {false, true})

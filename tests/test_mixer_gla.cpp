@@ -22,6 +22,7 @@
 #include "core/tape.h"
 #include "layers/gla.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/mixer_testing.h"
 #include "tests/support/reference_gla.h"
 
 using namespace seqmix;
@@ -38,34 +39,6 @@ namespace {
   return allclose(got, ref, rtol, rtol * (scale > 0 ? scale : 1.0));
 }
 
-// Runs a scope on one OpenMP thread. The gradient checks evaluate tiny problems
-// thousands of times; the float64 GEMM loops open a parallel region per call, and on
-// a loaded machine each region can wait milliseconds for a descheduled thread.
-struct SingleThreadScope {
-  int previous = omp_get_max_threads();
-  SingleThreadScope() { omp_set_num_threads(1); }
-  ~SingleThreadScope() { omp_set_num_threads(previous); }
-};
-
-// sum(y * w) recorded on the tape, for driving a backward with a given output gradient.
-Tensor weighted_sum(const Tensor& y, const Tensor& w) {
-  Tensor out = Tensor::zeros({}, y.dtype());
-  dispatch_float(y.dtype(), "weighted_sum", [&](auto tag) {
-    using T = decltype(tag);
-    double acc = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) acc += double(y.data<T>()[i]) * w.item(i);
-    out.data<T>()[0] = T(acc);
-  });
-  record({&out}, [y, w](const std::vector<Tensor>& g) {
-    dispatch_float(y.dtype(), "weighted_sum backward", [&](auto tag) {
-      using T = decltype(tag);
-      T* dy = y.grad_buffer().template data<T>();
-      const double go = g[0].item(0);
-      for (int64_t i = 0; i < y.numel(); ++i) dy[i] += T(go * w.item(i));
-    });
-  });
-  return out;
-}
 
 // ---------------- the fused recurrence ----------------
 
@@ -80,6 +53,9 @@ std::string core_name(const ::testing::TestParamInfo<CoreCase>& info) {
          std::to_string(c.dk) + "_dv" + std::to_string(c.dv) + "_N" + std::to_string(int(c.normalizer)) + "_u" +
          std::to_string(int(-c.u_lo));
 }
+
+// ctest lists a case by its printed parameter: the same name.
+void PrintTo(const CoreCase& c, std::ostream* os) { *os << core_name(::testing::TestParamInfo<CoreCase>(c, 0)); }
 
 struct CoreInputs {
   Tensor q, k, v, u;
@@ -138,7 +114,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(GlaCore, GradCheckFloat64) {
   // L = 1, 7 (inside one sub-chunk), 67 and 130 (across sub-chunk and chunk boundaries).
-  SingleThreadScope single_thread;
+  SingleThread single_thread;
   const std::vector<CoreCase> cases = {{1, 1, 2, 3, 2, -3, 3, 1},
                                        {3, 7, 2, 3, 4, -3, 3, 1},
                                        {1, 67, 3, 2, 3, -3, 3, 1},
@@ -261,7 +237,7 @@ std::vector<Tensor> params_of(const GlaMixer& m) {
 TEST(GlaMixer, GradCheckFloat64AllParametersAndInput) {
   // D = 12, 3 heads: Dk = 6 (dk = 2), Dv = 12 (dv = 4), r = 3; gate normaliser 2 so the
   // decays are strong enough to matter over 67 steps (L = 67 crosses a chunk boundary).
-  SingleThreadScope single_thread;
+  SingleThread single_thread;
   for (int64_t B : {1, 3})
     for (int64_t L : {1, 7, 67}) {
       Generator init_gen(17);

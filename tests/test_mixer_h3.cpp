@@ -23,7 +23,9 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "layers/h3.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/mixer_testing.h"
 #include "tests/support/reference_h3.h"
 
 using namespace seqmix;
@@ -66,24 +68,6 @@ void randomize(const H3Mixer& m, uint64_t seed) {
   }
 }
 
-// loss = sum(y * r) through its own tape node (no op under test involved).
-Tensor weighted_sum(const Tensor& y, const Tensor& r) {
-  Tensor out = Tensor::zeros({}, y.dtype());
-  double acc = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) acc += y.item(i) * r.item(i);
-  if (y.dtype() == DType::f64) out.f64()[0] = acc;
-  else out.f32()[0] = static_cast<float>(acc);
-  if (any_requires_grad({&y}))
-    record({&out}, [y, r](const std::vector<Tensor>& g) {
-      Tensor gb = y.grad_buffer();
-      const double go = g[0].item(0);
-      for (int64_t i = 0; i < y.numel(); ++i) {
-        if (y.dtype() == DType::f64) gb.f64()[i] += go * r.item(i);
-        else gb.f32()[i] += static_cast<float>(go * r.item(i));
-      }
-    });
-  return out;
-}
 
 ::testing::AssertionResult close_to_scale(const Tensor& got, const Tensor& ref, double rtol, const char* what) {
   if (!got.defined()) return ::testing::AssertionFailure() << what << ": no gradient";
@@ -222,6 +206,10 @@ TEST(H3Init, RejectsBadOptionsAndShapes) {
 struct GradCase {
   int64_t B, L, D, N, dh;
 };
+void PrintTo(const GradCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"D", double(c.D)},
+                                     {"N", double(c.N)}, {"dh", double(c.dh)}});
+}
 
 class H3GradCheck : public ::testing::TestWithParam<GradCase> {};
 
@@ -244,7 +232,8 @@ TEST_P(H3GradCheck, LayerAllParametersAndInput) {
 INSTANTIATE_TEST_SUITE_P(Shapes, H3GradCheck,
                          ::testing::Values(GradCase{1, 1, 8, 8, 1}, GradCase{3, 1, 8, 4, 2}, GradCase{1, 7, 6, 8, 1},
                                            GradCase{3, 7, 8, 8, 2}, GradCase{1, 67, 8, 4, 2},
-                                           GradCase{3, 67, 6, 8, 1}, GradCase{3, 67, 8, 8, 2}));
+                                           GradCase{3, 67, 6, 8, 1}, GradCase{3, 67, 8, 8, 2}),
+                         ::testing::PrintToStringParamName());
 
 // ---------------------------------------------------------------------------
 // Fused ops against the kernel-form reference.
@@ -254,6 +243,10 @@ struct OpCase {
   int64_t B, L, D, N, dh;
   bool spec_init = false;  // keep SPEC's initial parameters (A_imag up to pi*(N/2-1))
 };
+void PrintTo(const OpCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"D", double(c.D)},
+                                     {"N", double(c.N)}, {"dh", double(c.dh)}, {"specinit", double(c.spec_init)}});
+}
 
 class H3FusedVsReference : public ::testing::TestWithParam<OpCase> {};
 
@@ -306,7 +299,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, H3FusedVsReference,
                          ::testing::Values(OpCase{1, 1, 12, 8, 1}, OpCase{2, 33, 12, 8, 2}, OpCase{2, 300, 12, 8, 1},
                                            OpCase{1, 300, 18, 64, 3}, OpCase{3, 97, 20, 16, 2},
                                            OpCase{2, 5, 7, 64, 1}, OpCase{2, 300, 32, 64, 2, true},
-                                           OpCase{1, 257, 16, 64, 1, true}, OpCase{2, 40, 16, 8, 4}));
+                                           OpCase{1, 257, 16, 64, 1, true}, OpCase{2, 40, 16, 8, 4}),
+                         ::testing::PrintToStringParamName());
 
 TEST(H3Layer, Float32ForwardMatchesReference) {
   for (int64_t dh : {1, 2}) {
@@ -333,6 +327,10 @@ struct StepCase {
   int64_t B, L, D, N, dh;
   DType dt;
 };
+void PrintTo(const StepCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"D", double(c.D)},
+                                     {"N", double(c.N)}, {"dh", double(c.dh)}}) << (c.dt == DType::f64 ? "_f64" : "_f32");
+}
 
 class H3Recurrent : public ::testing::TestWithParam<StepCase> {};
 
@@ -372,7 +370,8 @@ TEST_P(H3Recurrent, StepMatchesParallel) {
 INSTANTIATE_TEST_SUITE_P(Shapes, H3Recurrent,
                          ::testing::Values(StepCase{2, 70, 8, 8, 1, DType::f32}, StepCase{3, 45, 8, 4, 2, DType::f32},
                                            StepCase{1, 100, 32, 64, 1, DType::f32},
-                                           StepCase{2, 40, 12, 16, 2, DType::f64}));
+                                           StepCase{2, 40, 12, 16, 2, DType::f64}),
+                         ::testing::PrintToStringParamName());
 
 TEST(H3Layer, Causal) {
   for (int64_t dh : {1, 2}) {

@@ -27,7 +27,9 @@
 #include "layers/mamba.h"
 #include "layers/mamba_kernel.h"
 #include "layers/mamba_math.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/mixer_testing.h"
 #include "tests/support/reference_mamba.h"
 
 using namespace seqmix;
@@ -46,22 +48,6 @@ Vec rand_vec(int64_t n, Generator& gen, double lo, double hi) {
   Vec v(static_cast<size_t>(n));
   for (double& x : v) x = gen.uniform(lo, hi);
   return v;
-}
-
-// Runs backward of loss = sum(y * dy) through a one-node tape entry (independent of
-// any op under test).
-void backward_with(const Tensor& y, const Tensor& dy) {
-  Tensor loss = Tensor::zeros({}, y.dtype());
-  record({&loss}, [y, dy](const std::vector<Tensor>& g) {
-    dispatch_float(y.dtype(), "test loss", [&](auto tag) {
-      using T = decltype(tag);
-      T* d = y.grad_buffer().template data<T>();
-      const T go = g[0].data<T>()[0];
-      const T* w = dy.data<T>();
-      for (int64_t i = 0; i < y.numel(); ++i) d[i] += w[i] * go;
-    });
-  });
-  backward(loss);
 }
 
 ::testing::AssertionResult close_to_ref(const Tensor& got, const Vec& ref, double rtol, const char* what) {
@@ -156,6 +142,10 @@ TEST(MambaMath, Float32SoftplusSigmoidSiluAccurate) {
 struct ScanCase {
   int64_t B, L, E, N, chunk;
 };
+void PrintTo(const ScanCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"E", double(c.E)},
+                                     {"N", double(c.N)}, {"chunk", double(c.chunk)}});
+}
 
 // Operands laid out as in the layer, with extra columns around the parts read:
 // bc (B, L, 2N+3): Bt at column 1, Ct at column N+3; z inside (B, L, E+2) at column 2.
@@ -213,7 +203,8 @@ TEST_P(ScanGradCheck, Float64FiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, ScanGradCheck,
                          ::testing::Values(ScanCase{1, 1, 1, 1, 64}, ScanCase{1, 1, 3, 2, 64},
                                            ScanCase{2, 7, 5, 3, 3}, ScanCase{1, 13, 9, 4, 4},
-                                           ScanCase{3, 10, 17, 2, 64}, ScanCase{1, 9, 70, 2, 2}));
+                                           ScanCase{3, 10, 17, 2, 64}, ScanCase{1, 9, 70, 2, 2}),
+                         ::testing::PrintToStringParamName());
 
 class ScanVsReference : public ::testing::TestWithParam<ScanCase> {};
 
@@ -228,7 +219,7 @@ TEST_P(ScanVsReference, Float32ForwardAndBackward) {
 
   Generator gen(5);
   const Vec dout = rand_vec(c.B * c.L * c.E, gen, -1, 1);
-  backward_with(out, from_vec(dout, out.shape(), DType::f32));
+  backward_weighted(out, from_vec(dout, out.shape(), DType::f32));
   const RefScanGrads g = ref_scan_backward(o.ref, dout);
   const int64_t rows = c.B * c.L;
   const double rtol = 1e-5;
@@ -255,7 +246,8 @@ TEST_P(ScanVsReference, Float32ForwardAndBackward) {
 // with a partial sub-block; E = 13 with N = 5 and chunk 7 leaves partial everything.
 INSTANTIATE_TEST_SUITE_P(Long, ScanVsReference,
                          ::testing::Values(ScanCase{2, 300, 74, 16, 64}, ScanCase{1, 300, 13, 5, 7},
-                                           ScanCase{3, 65, 8, 16, 64}));
+                                           ScanCase{3, 65, 8, 16, 64}),
+                         ::testing::PrintToStringParamName());
 
 TEST(SelectiveScan, SkipsInputsThatNeedNoGradientWithSameResult) {
   const ScanCase c{2, 40, 19, 4, 16};
@@ -263,11 +255,11 @@ TEST(SelectiveScan, SkipsInputsThatNeedNoGradientWithSameResult) {
   Generator gen(2);
   const Tensor dout = from_vec(rand_vec(c.B * c.L * c.E, gen, -1, 1), {c.B, c.L, c.E}, DType::f32);
   const ScanTensors all = scan_tensors(o, DType::f32, true);
-  backward_with(run_scan({all.u, all.dr, all.A_log, all.bc, all.D, all.zs}, o, c.chunk), dout);
+  backward_weighted(run_scan({all.u, all.dr, all.A_log, all.bc, all.D, all.zs}, o, c.chunk), dout);
   ScanTensors some = scan_tensors(o, DType::f32, false);
   some.A_log.set_requires_grad(true);
   some.bc.set_requires_grad(true);
-  backward_with(run_scan({some.u, some.dr, some.A_log, some.bc, some.D, some.zs}, o, c.chunk), dout);
+  backward_weighted(run_scan({some.u, some.dr, some.A_log, some.bc, some.D, some.zs}, o, c.chunk), dout);
   EXPECT_TRUE(bitwise_equal(some.A_log.grad(), all.A_log.grad()));
   EXPECT_TRUE(bitwise_equal(some.bc.grad(), all.bc.grad()));
   EXPECT_FALSE(some.u.grad().defined());
@@ -286,7 +278,7 @@ TEST(SelectiveScan, ChunkLengthDoesNotChangeTheResult) {
     Tensor out = run_scan({t.u, t.dr, t.A_log, t.bc, t.D, t.zs}, o, chunk);
     if (!out_first.defined()) out_first = out.detach();
     EXPECT_TRUE(bitwise_equal(out, out_first)) << "chunk " << chunk;  // the forward never depends on it
-    backward_with(out, dout);
+    backward_weighted(out, dout);
     if (grads.empty()) {
       grads = {t.u.grad(), t.dr.grad(), t.A_log.grad(), t.bc.grad(), t.D.grad(), t.zs.grad()};
     } else {
@@ -317,7 +309,7 @@ TEST(SelectiveScan, ScanAndConvIndependentOfThreadCount) {
     cb.set_requires_grad(true);
     Tensor u = mamba_conv1d_silu({t.zs, 1}, cw, cb);  // (B, L, E) from columns [1, E+1) of z's source
     Tensor out = selective_scan(u, t.dr, t.A_log, {t.bc, o.bcol}, {t.bc, o.ccol}, t.D, {t.zs, o.zcol}, c.chunk);
-    backward_with(out, dout);
+    backward_weighted(out, dout);
     results.push_back({out.detach(), t.dr.grad(), t.A_log.grad(), t.bc.grad(), t.D.grad(), t.zs.grad(), cw.grad(),
                        cb.grad()});
   }
@@ -344,6 +336,9 @@ TEST(SelectiveScan, RejectsBadShapes) {
 struct ConvCase {
   int64_t B, L, E, K;
 };
+void PrintTo(const ConvCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"E", double(c.E)}, {"K", double(c.K)}});
+}
 
 class ConvGradCheck : public ::testing::TestWithParam<ConvCase> {};
 class ConvVsReference : public ::testing::TestWithParam<ConvCase> {};
@@ -368,7 +363,7 @@ TEST_P(ConvVsReference, Float32ForwardAndBackward) {
   Tensor y = mamba_conv1d_silu({xs, 2}, w, b);
   const Vec x = columns_of(xv, rows, c.E + 3, 2, c.E);
   EXPECT_TRUE(close_to_ref(y, ref_conv_forward(x, wv, bv, c.B, c.L, c.E, c.K), 1e-5, "xc"));
-  backward_with(y, from_vec(dv, y.shape(), DType::f32));
+  backward_weighted(y, from_vec(dv, y.shape(), DType::f32));
   const RefConvGrads g = ref_conv_backward(x, wv, bv, c.B, c.L, c.E, c.K, dv);
   const Vec dxs = xs.grad().to_f64_vector();
   EXPECT_TRUE(close_to_ref(from_vec(columns_of(dxs, rows, c.E + 3, 2, c.E), {rows * c.E}, DType::f64), g.x, 1e-5,
@@ -381,10 +376,12 @@ TEST_P(ConvVsReference, Float32ForwardAndBackward) {
 // E = 37: a full block of 32 channels and a partial one.
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvGradCheck,
                          ::testing::Values(ConvCase{1, 1, 1, 4}, ConvCase{2, 5, 3, 1}, ConvCase{1, 7, 5, 3},
-                                           ConvCase{3, 6, 37, 4}));
+                                           ConvCase{3, 6, 37, 4}),
+                         ::testing::PrintToStringParamName());
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvVsReference,
                          ::testing::Values(ConvCase{1, 1, 1, 4}, ConvCase{2, 5, 3, 1}, ConvCase{3, 6, 37, 4},
-                                           ConvCase{2, 300, 37, 4}, ConvCase{1, 300, 70, 2}));
+                                           ConvCase{2, 300, 37, 4}, ConvCase{1, 300, 70, 2}),
+                         ::testing::PrintToStringParamName());
 
 TEST(MambaLinearColumns, GradCheckFloat64) {
   Generator gen(19);
@@ -406,6 +403,10 @@ struct LayerCase {
   int64_t B, L;
   int64_t d_model = 8, d_state = 4, d_conv = 4, dt_rank = 0, chunk = 64;
 };
+void PrintTo(const LayerCase& c, std::ostream* os) {
+  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)},
+                                     {"D", double(c.d_model)}, {"N", double(c.d_state)}, {"conv", double(c.d_conv)}, {"R", double(c.dt_rank)}, {"chunk", double(c.chunk)}});
+}
 
 class MambaLayerGradCheck : public ::testing::TestWithParam<LayerCase> {};
 
@@ -438,7 +439,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LayerCase{3, 67},
                       // D 12 (E 24), N 3, d_conv 3, dt_rank 3, chunks of 5 steps over 23;
                       // D 5, N 2, d_conv 1 (no conv history), chunks of 4
-                      LayerCase{2, 23, 12, 3, 3, 3, 5}, LayerCase{1, 9, 5, 2, 1, 0, 4}));
+                      LayerCase{2, 23, 12, 3, 3, 3, 5}, LayerCase{1, 9, 5, 2, 1, 0, 4}),
+                         ::testing::PrintToStringParamName());
 
 MambaMixer make_f32_layer(int64_t d_model, int64_t d_state, uint64_t seed) {
   Generator init_gen(seed);
@@ -462,7 +464,7 @@ TEST(MambaLayer, Float32MatchesReferenceForwardAndBackward) {
   Tensor y = m.forward(x, true, unused);
   const RefMambaParams p = ref_params_from(m);
   EXPECT_TRUE(close_to_ref(y, ref_mamba_forward(p, xv, B, L), 1e-5, "out"));
-  backward_with(y, from_vec(dv, y.shape(), DType::f32));
+  backward_weighted(y, from_vec(dv, y.shape(), DType::f32));
   const RefMambaGrads g = ref_mamba_backward(p, xv, B, L, dv);
   EXPECT_TRUE(close_to_ref(x.grad(), g.x, 1e-5, "dx"));
   NamedTensors params;
@@ -510,29 +512,6 @@ TEST(MambaLayer, RecurrentStepMatchesParallelForm) {
   }
 }
 
-TEST(MambaLayer, Causal) {
-  const int64_t B = 2, L = 20, Dm = 12, t0 = 9;
-  MambaMixer m = make_f32_layer(Dm, 16, 400);
-  Generator gen(10);
-  Tensor x = rand_f32({B, L, Dm}, gen, -1, 1);
-  Tensor x2 = x.clone();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < Dm; ++k) x2.f32()[(b * L + t0) * Dm + k] += 0.5f;
-  NoGradGuard ng;
-  Generator unused(0);
-  Tensor y = m.forward(x, false, unused), y2 = m.forward(x2, false, unused);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < t0; ++t)
-      for (int64_t k = 0; k < Dm; ++k)
-        ASSERT_EQ(y.f32()[(b * L + t) * Dm + k], y2.f32()[(b * L + t) * Dm + k]) << "b " << b << " t " << t;
-    for (int64_t t = t0; t < L; ++t) {
-      double diff = 0;
-      for (int64_t k = 0; k < Dm; ++k) diff += std::fabs(y.f32()[(b * L + t) * Dm + k] - y2.f32()[(b * L + t) * Dm + k]);
-      EXPECT_GT(diff, 0.0) << "b " << b << " t " << t;
-    }
-  }
-}
-
 TEST(MambaLayer, BackwardIsBitIdenticalFromRunToRun) {
   const int64_t B = 3, L = 130, Dm = 37;
   MambaMixer m = make_f32_layer(Dm, 16, 500);
@@ -546,7 +525,7 @@ TEST(MambaLayer, BackwardIsBitIdenticalFromRunToRun) {
     x.zero_grad();
     for (auto& [n, p] : params) p.zero_grad();
     Generator unused(0);
-    backward_with(m.forward(x, true, unused), dy);
+    backward_weighted(m.forward(x, true, unused), dy);
     std::vector<Tensor> now{x.grad().clone()};
     for (auto& [n, p] : params) now.push_back(p.grad().clone());
     if (run == 0) {

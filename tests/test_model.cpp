@@ -5,12 +5,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "core/ops.h"
 #include "core/tape.h"
+#include "layers/mixer_factory.h"
+#include "layers/mixer_registry.h"
 #include "layers/model.h"
+#include "tests/support/mixer_spec.h"
+#include "train/config.h"
 #include "tests/support/gradcheck.h"
 #include "train/generate.h"
+
+#ifndef SEQMIX_SOURCE_DIR
+#define SEQMIX_SOURCE_DIR "."
+#endif
 
 using namespace seqmix;
 using namespace seqmix::testing;
@@ -22,14 +31,7 @@ ModelOptions small_model(const std::string& mixer, DType dt_unused = DType::f32)
   m.vocab_size = 11;
   m.d_model = 8;
   m.n_layers = 2;
-  m.mixer.type = mixer;
-  m.mixer.attention.num_heads = 2;
-  m.mixer.linear_attention.num_heads = 2;
-  m.mixer.gla.num_heads = 2;
-  m.mixer.gla.gate_low_rank_dim = 4;
-  m.mixer.h3.d_state = 4;
-  m.mixer.h3.head_dim = 2;
-  m.mixer.mamba.d_state = 4;
+  m.mixer = small_mixer_options(mixer);
   return m;
 }
 
@@ -39,8 +41,6 @@ Tensor random_tokens(int64_t B, int64_t L, int64_t V, uint64_t seed) {
   for (auto& x : v) x = static_cast<int32_t>(g.randint(0, V));
   return Tensor::from_vector({B, L}, v);
 }
-
-const std::vector<std::string> kMixers = {"attention", "linear_attention", "gla", "h3", "mamba"};
 
 class ModelTest : public ::testing::TestWithParam<std::string> {};
 
@@ -91,6 +91,49 @@ TEST_P(ModelTest, ParameterNamesFollowSpec) {
   EXPECT_EQ(shapes.at("norm_f.bias"), (Shape{8}));
   EXPECT_EQ(shapes.at("lm_head.weight"), (Shape{11, 8}));
   EXPECT_EQ(shapes.count("embeddings.position_embeddings.weight"), 0u);
+  // The mixer's own parameters, in order, as SPEC section 2 names and shapes them.
+  for (int64_t layer = 0; layer < opt.n_layers; ++layer) {
+    std::vector<std::pair<std::string, Shape>> got;
+    const std::string prefix = "layers." + std::to_string(layer) + ".mixer.";
+    for (auto& [name, p] : model.named_parameters())
+      if (name.rfind(prefix, 0) == 0) got.emplace_back(name.substr(prefix.size()), p.shape());
+    EXPECT_EQ(got, spec_mixer_parameters(opt.mixer, opt.d_model)) << "layer " << layer;
+  }
+}
+
+// The layers' decay flags give SPEC section 1's groups (the name rule the optimizer used
+// to apply): tensors of two or more dimensions decay, except ssm_shift.*, ssm_diag.*,
+// A_log and D; biases and norm weights never do.
+TEST_P(ModelTest, DecayFlagsFollowSpec) {
+  ModelOptions opt = small_model(GetParam());
+  opt.mlp = "gelu";
+  opt.tie_embeddings = false;
+  opt.max_position_embeddings = 16;
+  Generator g(1);
+  LanguageModel model(opt, LayerInit{&g, opt.n_layers, DType::f32});
+  auto ends_with = [](const std::string& s, const std::string& end) {
+    return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+  };
+  int decayed = 0;
+  for (const Parameter& p : model.parameters()) {
+    const bool ssm = p.name.find(".ssm_shift.") != std::string::npos ||
+                     p.name.find(".ssm_diag.") != std::string::npos || ends_with(p.name, ".A_log") ||
+                     ends_with(p.name, ".D");
+    EXPECT_EQ(p.decay, p.tensor.ndim() >= 2 && !ssm) << p.name;
+    decayed += p.decay;
+  }
+  EXPECT_GT(decayed, 0);
+}
+
+// The registry's state size (used without building a layer) is the layer's and SPEC's.
+TEST_P(ModelTest, StateSizeFollowsSpec) {
+  const MixerOptions opt = small_mixer_options(GetParam());
+  Generator g(1);
+  auto layer = make_mixer(opt, 8, LayerInit{&g, 1, DType::f32});
+  for (int64_t t : {0, 1, 7, 100}) {
+    EXPECT_EQ(layer->state_size(t), spec_state_size(opt, 8, t)) << "t=" << t;
+    EXPECT_EQ(mixer_entry(GetParam()).state_size(opt, 8, t), spec_state_size(opt, 8, t)) << "t=" << t;
+  }
 }
 
 // Decoding one token at a time through the recurrent forms gives the logits of
@@ -148,7 +191,7 @@ TEST_P(ModelTest, GreedySamplingThroughTheRecurrentFormEqualsParallelArgmax) {
   EXPECT_EQ(gen, std::vector<int32_t>(seq.begin() + prompt.size(), seq.end()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Mixers, ModelTest, ::testing::ValuesIn(kMixers),
+INSTANTIATE_TEST_SUITE_P(Mixers, ModelTest, ::testing::ValuesIn(mixer_names()),
                          [](const auto& info) { return info.param; });
 
 TEST(Model, InitialisationFollowsSpec) {
@@ -199,6 +242,39 @@ TEST(Model, SequenceLongerThanPositionsIsAnError) {
   LanguageModel model(opt, LayerInit{&g, opt.n_layers, DType::f32});
   Generator unused;
   EXPECT_THROW(model.logits(random_tokens(1, 5, opt.vocab_size, 1), false, unused), ShapeError);
+}
+
+}  // namespace
+
+namespace {
+
+// Every shipped training config builds a model whose every layer has the mixer parameters
+// (names and shapes) and the state size that its options promise by SPEC.
+TEST(Model, ShippedConfigsBuildTheShapesTheyPromise) {
+  namespace fs = std::filesystem;
+  int count = 0;
+  for (const char* folder : {"configs/mqar", "configs/text"}) {
+    const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / folder;
+    if (!fs::is_directory(dir)) continue;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path().extension() != ".yaml") continue;
+      ++count;
+      const Config config = load_config(entry.path().string());
+      const ModelOptions& m = config.model;
+      Generator g(1);
+      LanguageModel model(m, LayerInit{&g, m.n_layers, DType::f32});
+      const auto promised = spec_mixer_parameters(m.mixer, m.d_model);
+      for (int64_t layer = 0; layer < m.n_layers; ++layer) {
+        std::vector<std::pair<std::string, Shape>> got;
+        const std::string prefix = "layers." + std::to_string(layer) + ".mixer.";
+        for (auto& [name, p] : model.named_parameters())
+          if (name.rfind(prefix, 0) == 0) got.emplace_back(name.substr(prefix.size()), p.shape());
+        EXPECT_EQ(got, promised) << entry.path() << " layer " << layer;
+        EXPECT_EQ(model.state_size(layer, 64), spec_state_size(m.mixer, m.d_model, 64)) << entry.path();
+      }
+    }
+  }
+  if (count == 0) GTEST_SKIP() << "no configs under " << SEQMIX_SOURCE_DIR;
 }
 
 }  // namespace

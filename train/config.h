@@ -1,18 +1,12 @@
 // Run configuration: YAML (through yaml-cpp) into typed structs, validated as a whole.
 //
 // Layout (every key optional; defaults are the struct initialisers below and in
-// layers/options.h and data/options.h):
+// layers/options.h and data/options.h; docs/config.md lists every key with its default):
 //
 //   model:      vocab_size, d_model, n_layers, norm, mlp, max_position_embeddings,
 //               tie_embeddings, dropout,
-//               mixer: {type, then only that type's options (SPEC section 2):
-//                 attention:        num_heads, dropout
-//                 linear_attention: num_heads, eps
-//                 gla:              num_heads, expand_k, expand_v, gate_low_rank_dim,
-//                                   gate_logit_normalizer, norm_eps
-//                 h3:               d_state, head_dim
-//                 mamba:            d_state, d_conv, expand, dt_rank (integer or auto),
-//                                   dt_min, dt_max, dt_init_floor}
+//               mixer: {type, then only that type's options, as the mixer registry
+//                 (layers/mixer_registry.cpp) lists them; docs/config.md has every key}
 //   data:       kind (recall | text), seed, then for recall: task, vocab_size, seq_len,
 //               num_kv_pairs, power_a, random_non_queries, num_tokens_to_copy,
 //               num_train_examples, num_test_examples; for text: path, tokenizer, seq_len,
@@ -39,8 +33,10 @@
 //   the file exists there, otherwise it is left relative to the current directory. A path
 //   given by --set is always relative to the current directory. parse_config never
 //   resolves (it has no directory), so a resolved config saved in a checkpoint reloads as is.
-// - Range and cross-field rules live in one function, check_config in config.cpp; reading,
-//   overrides and to_yaml are in config_yaml.cpp.
+// - Range and cross-field rules live in check_config in config.cpp, which calls the rules the
+//   layers and the data library apply themselves (check_options in layers/, the recall
+//   tasks' in data/), so that a config that validates also builds; reading, overrides and
+//   to_yaml are in config_yaml.cpp.
 #pragma once
 
 #include <cstdint>

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "layers/option_check.h"
 #include "train/config.h"
 
 namespace seqmix::config_detail {
@@ -48,7 +49,7 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
                          const std::string& what = "keys");
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
 // Shortest text that reads back to the same double ("0.001", "1e-08", "2").
-std::string format_number(double x);
+using seqmix::format_number;
 
 // Every range and cross-field rule of the configuration.
 void check_config(const Config& c, Problems& problems);

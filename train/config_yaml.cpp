@@ -14,6 +14,7 @@
 #include <sstream>
 #include <variant>
 
+#include "layers/mixer_registry.h"
 #include "train/config.h"
 #include "train/config_errors.h"
 
@@ -26,38 +27,22 @@ using config_detail::Problems;
 
 // ---- The key table -----------------------------------------------------------------
 
-// mamba's dt_rank: a positive integer, or "auto" (stored as 0).
-struct DtRank {
-  int64_t* value;
-};
-using FieldPtr = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, DtRank>;
+// AutoInt: mamba's dt_rank, a positive integer or "auto" (stored as 0).
+using FieldPtr = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, AutoInt>;
 struct Field {
   std::string key;
   FieldPtr ptr;
 };
 
-const std::vector<std::string> kMixerTypes = {"attention", "linear_attention", "gla", "h3", "mamba"};
 const std::vector<std::string> kDataKinds = {"recall", "text"};
 
+// The chosen type's options, as the mixer registry lists them.
 std::vector<Field> mixer_options(MixerOptions& x, const std::string& type) {
-  if (type == "attention")
-    return {{"num_heads", &x.attention.num_heads}, {"dropout", &x.attention.dropout}};
-  if (type == "linear_attention")
-    return {{"num_heads", &x.linear_attention.num_heads}, {"eps", &x.linear_attention.eps}};
-  if (type == "gla")
-    return {{"num_heads", &x.gla.num_heads},
-            {"expand_k", &x.gla.expand_k},
-            {"expand_v", &x.gla.expand_v},
-            {"gate_low_rank_dim", &x.gla.gate_low_rank_dim},
-            {"gate_logit_normalizer", &x.gla.gate_logit_normalizer},
-            {"norm_eps", &x.gla.norm_eps}};
-  if (type == "h3") return {{"d_state", &x.h3.d_state}, {"head_dim", &x.h3.head_dim}};
-  if (type == "mamba")
-    return {{"d_state", &x.mamba.d_state},      {"d_conv", &x.mamba.d_conv},
-            {"expand", &x.mamba.expand},        {"dt_rank", DtRank{&x.mamba.dt_rank}},
-            {"dt_min", &x.mamba.dt_min},        {"dt_max", &x.mamba.dt_max},
-            {"dt_init_floor", &x.mamba.dt_init_floor}};
-  return {};
+  std::vector<Field> f;
+  if (const MixerEntry* e = find_mixer(type))
+    for (const MixerOption& o : e->options)
+      f.push_back({o.key, std::visit([](auto p) -> FieldPtr { return p; }, o.field(x))});
+  return f;
 }
 
 std::vector<Field> data_options(DataOptions& d, const std::string& kind) {
@@ -136,7 +121,7 @@ std::string selector_of(const std::string& section) {
   return "";
 }
 const std::vector<std::string>& choices_of(const std::string& section) {
-  return section == "data" ? kDataKinds : kMixerTypes;
+  return section == "data" ? kDataKinds : mixer_names();
 }
 
 std::string join_path(const std::string& section, const std::string& key) {
@@ -257,7 +242,7 @@ std::string decode(const YAML::Node& n, const FieldPtr& field, const std::string
             *p = text;
             return "";
           },
-          [&](DtRank r) -> std::string {
+          [&](AutoInt r) -> std::string {
             if (n.IsScalar() && text == "auto") {
               *r.value = 0;
               return "";
@@ -487,7 +472,7 @@ std::string yaml_value(const FieldPtr& field) {
                         [](double* p) { return yaml_double(*p); },
                         [](bool* p) { return std::string(*p ? "true" : "false"); },
                         [](std::string* p) { return yaml_string(*p); },
-                        [](DtRank r) { return *r.value == 0 ? std::string("auto") : std::to_string(*r.value); },
+                        [](AutoInt r) { return *r.value == 0 ? std::string("auto") : std::to_string(*r.value); },
                     },
                     field);
 }

@@ -87,7 +87,7 @@ Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(con
   ao.beta2 = config_.optimizer.beta2;
   ao.eps = config_.optimizer.eps;
   ao.weight_decay = config_.optimizer.weight_decay;
-  optimizer_ = std::make_unique<Adam>(model_->named_parameters(), ao);
+  optimizer_ = std::make_unique<Adam>(model_->parameters(), ao);
   if (t.steps > 0) {
     total_steps_ = t.steps;
   } else {

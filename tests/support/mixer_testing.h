@@ -10,7 +10,10 @@
 
 namespace seqmix::testing {
 
-// backward of loss = sum(y * r), recorded with a node of its own.
+// loss = sum(y * r) (summed in double) through a tape node of its own, so that a backward
+// drives y with the output gradient r; y and r may differ in dtype.
+Tensor weighted_sum(const Tensor& y, const Tensor& r);
+// backward(weighted_sum(y, r)).
 void backward_weighted(const Tensor& y, const Tensor& r);
 
 bool bit_equal(const Tensor& a, const Tensor& b);

@@ -5,8 +5,8 @@
 // explicitly (Abar^l by std::pow), then both SSMs are direct causal
 // convolutions, O(L^2). The backward goes through dK[h][l] = sum dy[t] u[t-l]
 // and the derivative of K in its parameters, so it shares no loop with the
-// recurrence-based backward of layers/h3_kernel.cpp. Inputs may be float32 or
-// float64; every result is float64.
+// recurrence-based backward of layers/h3_shift.cpp and h3_diag.cpp. Inputs may be
+// float32 or float64; every result is float64.
 #pragma once
 
 #include <string>

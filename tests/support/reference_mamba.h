@@ -3,7 +3,7 @@
 // Everything is std::vector<double> in row-major order, computed straight from the
 // SPEC formulas: the scan keeps h for every step (no chunking), the projections
 // are triple loops, and the backward is the chain rule written out step by step.
-// It is the oracle of the fused float32 kernels (layers/mamba_kernel.cpp) and of
+// It is the oracle of the fused float32 kernels (layers/mamba_conv.cpp, mamba_scan.cpp) and of
 // the whole layer (layers/mamba.cpp).
 #pragma once
 
