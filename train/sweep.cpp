@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -12,9 +13,11 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 #include <yaml-cpp/yaml.h>
 
 #include "train/config.h"
+#include "train/sweep_progress.h"
 
 extern char** environ;
 
@@ -40,6 +43,19 @@ std::string sanitize(const std::string& s) {
   return o;
 }
 
+// "a.b, c.d" -> {"a.b", "c.d"}: the keys of one grid axis.
+std::vector<std::string> split_keys(const std::string& name) {
+  std::vector<std::string> keys;
+  std::stringstream ss(name);
+  for (std::string k; std::getline(ss, k, ',');) {
+    const auto b = k.find_first_not_of(" \t");
+    const auto e = k.find_last_not_of(" \t");
+    if (b == std::string::npos) return {};
+    keys.push_back(k.substr(b, e - b + 1));
+  }
+  return keys;
+}
+
 std::string csv_escape(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
   std::string o = "\"";
@@ -53,6 +69,52 @@ std::string last_line_of(const fs::path& log) {
   while (std::getline(in, line))
     if (!line.empty()) last = line;
   return last;
+}
+
+// results.csv: one row per run in grid order, written to a temporary file and renamed
+// so that a reader never sees half a file. status is done | failed | running | pending.
+void write_results(const fs::path& dir, const SweepSpec& spec, const std::vector<SweepPoint>& points,
+                   const std::vector<std::string>& status) {
+  const fs::path path = dir / "results.csv";
+  const fs::path tmp = dir / "results.csv.tmp";
+  {
+    std::ofstream csv(tmp);
+    csv << "run";
+    for (const std::string& k : spec.keys()) csv << "," << csv_escape(k);
+    csv << ",status,best_valid_accuracy,final_train_loss,final_valid_loss,parameters,state_size,wall_s,"
+           "state_bytes,steps,final_valid_accuracy,early_stopped\n";
+    for (size_t i = 0; i < points.size(); ++i) {
+      csv << csv_escape(points[i].name);
+      for (const auto& [k, v] : points[i].values) csv << "," << csv_escape(v);
+      const fs::path result = dir / points[i].name / "result.json";
+      nlohmann::json j;
+      bool ok = status[i] == "done" && fs::exists(result);
+      if (ok) {
+        try {
+          j = nlohmann::json::parse(std::ifstream(result));
+          // Read every field before writing any, so that a bad file cannot leave half a row.
+          const double best = j.at("best_valid_accuracy").get<double>();
+          const double train_loss = j.at("final_train_loss").get<double>();
+          const double valid_loss = j.at("final_valid_loss").get<double>();
+          const int64_t params = j.at("parameters").get<int64_t>();
+          const int64_t state = j.at("state_size").get<int64_t>();
+          const double wall = j.at("wall_s").get<double>();
+          const int64_t steps = j.value("steps", int64_t{0});
+          const double final_acc = j.value("final_valid_accuracy", 0.0);
+          const bool early = j.value("early_stopped", false);
+          // The state is float32: 4 bytes per number (the Based paper's x axis is bytes).
+          csv << ",done," << best << "," << train_loss << "," << valid_loss << "," << params << "," << state << ","
+              << wall << "," << state * int64_t(sizeof(float)) << "," << steps << "," << final_acc << ","
+              << (early ? 1 : 0) << "\n";
+        } catch (const nlohmann::json::exception& e) {
+          std::cerr << "sweep: " << result.string() << " is unreadable (" << e.what() << "); the run counts as failed\n";
+          ok = false;
+        }
+      }
+      if (!ok) csv << "," << (status[i] == "done" ? "failed" : status[i]) << ",,,,,,,,,,\n";
+    }
+  }
+  fs::rename(tmp, path);
 }
 
 struct Job {
@@ -86,16 +148,37 @@ SweepSpec load_sweep(const std::string& path) {
   if (!grid || !grid.IsMap() || grid.size() == 0)
     throw ConfigError(path + ": 'grid' must map config keys to lists of values");
   for (const auto& kv : grid) {
-    const std::string key = kv.first.as<std::string>();
+    const std::string name = kv.first.as<std::string>();
+    SweepAxis axis;
+    axis.keys = split_keys(name);
+    if (axis.keys.empty()) throw ConfigError(where(path, kv.first) + ": empty grid key '" + name + "'");
     if (!kv.second.IsSequence() || kv.second.size() == 0)
-      throw ConfigError(where(path, kv.second) + ": grid." + key + " must be a non-empty list");
-    std::vector<std::string> vals;
+      throw ConfigError(where(path, kv.second) + ": grid." + name + " must be a non-empty list");
+    const size_t n = axis.keys.size();
     for (const auto& v : kv.second) {
-      if (!v.IsScalar()) throw ConfigError(where(path, v) + ": grid." + key + " values must be scalars");
-      vals.push_back(v.as<std::string>());
+      std::vector<std::string> tuple;
+      if (n == 1) {
+        if (!v.IsScalar()) throw ConfigError(where(path, v) + ": grid." + name + " values must be scalars");
+        tuple.push_back(v.as<std::string>());
+      } else {
+        if (!v.IsSequence() || v.size() != n)
+          throw ConfigError(where(path, v) + ": grid." + name + " names " + std::to_string(n) +
+                            " keys, so each value must be a list of " + std::to_string(n) + " scalars, one per key");
+        for (const auto& x : v) {
+          if (!x.IsScalar()) throw ConfigError(where(path, x) + ": grid." + name + " values must be scalars");
+          tuple.push_back(x.as<std::string>());
+        }
+      }
+      axis.values.push_back(tuple);
     }
-    spec.keys.push_back(key);
-    spec.values.push_back(vals);
+    spec.axes.push_back(axis);
+  }
+  {
+    // A key on two axes would be set twice per run, the later value silently winning.
+    std::vector<std::string> all = spec.keys();
+    std::sort(all.begin(), all.end());
+    auto dup = std::adjacent_find(all.begin(), all.end());
+    if (dup != all.end()) throw ConfigError(path + ": grid key '" + *dup + "' appears more than once");
   }
   if (root["set"]) {
     if (!root["set"].IsSequence()) throw ConfigError(where(path, root["set"]) + ": 'set' must be a list of key=value");
@@ -111,17 +194,33 @@ SweepSpec load_sweep(const std::string& path) {
       throw ConfigError(path + ": run " + p.name + " has an invalid config:\n" + e.what());
     }
   }
+  // Two points in one directory would overwrite each other's run.
+  std::map<std::string, std::string> seen;
+  for (const SweepPoint& p : expand_grid(spec)) {
+    std::string desc;
+    for (const auto& [k, v] : p.values) desc += (desc.empty() ? "" : ", ") + k + "=" + v;
+    auto [it, fresh] = seen.emplace(p.name, desc);
+    if (!fresh)
+      throw ConfigError(path + ": the runs {" + it->second + "} and {" + desc + "} would share the directory '" +
+                        p.name + "'; make the grid values differ in letters, digits or ._=,-");
+  }
   return spec;
+}
+
+std::vector<std::string> SweepSpec::keys() const {
+  std::vector<std::string> all;
+  for (const SweepAxis& a : axes) all.insert(all.end(), a.keys.begin(), a.keys.end());
+  return all;
 }
 
 std::vector<SweepPoint> expand_grid(const SweepSpec& spec) {
   std::vector<SweepPoint> points(1);
-  for (size_t k = 0; k < spec.keys.size(); ++k) {
+  for (const SweepAxis& axis : spec.axes) {
     std::vector<SweepPoint> next;
     for (const SweepPoint& p : points)
-      for (const std::string& v : spec.values[k]) {
+      for (const std::vector<std::string>& tuple : axis.values) {
         SweepPoint q = p;
-        q.values.emplace_back(spec.keys[k], v);
+        for (size_t k = 0; k < axis.keys.size(); ++k) q.values.emplace_back(axis.keys[k], tuple[k]);
         next.push_back(q);
       }
     points = std::move(next);
@@ -189,52 +288,80 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     std::cout << "[" << i + 1 << "/" << points.size() << "] started " << points[i].name << std::endl;
   };
 
-  for (size_t i = 0; i < points.size(); ++i)
-    if (fs::exists(dir / points[i].name / "result.json")) {
-      status[i] = "done";
-      std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished before, skipped" << std::endl;
+  // Wall seconds of finished runs, for the ETA: those finished before this sweep
+  // started count with their recorded time.
+  std::vector<double> finished_s;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const fs::path result = dir / points[i].name / "result.json";
+    if (!fs::exists(result)) continue;
+    status[i] = "done";
+    try {
+      finished_s.push_back(nlohmann::json::parse(std::ifstream(result)).value("wall_s", 0.0));
+    } catch (const nlohmann::json::exception&) {
+      // An unreadable result.json is reported by results.csv below; the ETA does without it.
     }
+    std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished before, skipped" << std::endl;
+  }
+  const auto sweep_start = std::chrono::steady_clock::now();
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  auto last_progress = sweep_start;
+  auto print_progress = [&] {
+    SweepCounts c;
+    for (const std::string& st : status) {
+      if (st == "done") ++c.done;
+      else if (st == "failed") ++c.failed;
+      else if (st == "running") ++c.running;
+      else ++c.left;
+    }
+    std::vector<double> running_s;
+    for (const Job& j : running) running_s.push_back(seconds_since(j.start));
+    std::cout << format_sweep_progress(c, seconds_since(sweep_start),
+                                       estimate_eta_seconds(finished_s, running_s, c.left, args.jobs))
+              << std::endl;
+    last_progress = std::chrono::steady_clock::now();
+  };
+
   while (true) {
+    bool changed = false;
     while (static_cast<int64_t>(running.size()) < args.jobs && next < points.size()) {
-      if (status[next] == "pending") launch(next);
+      if (status[next] == "pending") {
+        launch(next);
+        status[next] = "running";
+        changed = true;
+      }
       ++next;
     }
+    if (changed) print_progress();
     if (running.empty()) break;
+    // Poll rather than block, so that a long run still shows progress every interval.
     int wstatus = 0;
-    pid_t done = waitpid(-1, &wstatus, 0);
+    const pid_t done = waitpid(-1, &wstatus, WNOHANG);
     if (done < 0) break;
+    if (done == 0) {
+      if (args.progress_interval_s > 0 && seconds_since(last_progress) >= args.progress_interval_s) print_progress();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
     for (size_t j = 0; j < running.size(); ++j) {
       if (running[j].pid != done) continue;
       const size_t i = running[j].index;
       const bool ok = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0 && fs::exists(dir / points[i].name / "result.json");
       status[i] = ok ? "done" : "failed";
-      if (!ok) ++failures;
+      if (ok) finished_s.push_back(seconds_since(running[j].start));
+      else ++failures;
       std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": "
                 << (ok ? "done" : "FAILED: " + last_line_of(dir / points[i].name / "log.txt")) << std::endl;
       running.erase(running.begin() + static_cast<long>(j));
+      // Rewritten after every run, so that a sweep in progress (or one that was
+      // interrupted) can already be read and plotted.
+      write_results(dir, spec, points, status);
+      print_progress();
       break;
     }
   }
-
-  // results.csv: one row per run in grid order.
-  std::ofstream csv(dir / "results.csv");
-  csv << "run";
-  for (const std::string& k : spec.keys) csv << "," << csv_escape(k);
-  csv << ",status,best_valid_accuracy,final_train_loss,final_valid_loss,parameters,state_size,wall_s\n";
-  for (size_t i = 0; i < points.size(); ++i) {
-    csv << csv_escape(points[i].name);
-    for (const auto& [k, v] : points[i].values) csv << "," << csv_escape(v);
-    const fs::path result = dir / points[i].name / "result.json";
-    if (status[i] == "done" && fs::exists(result)) {
-      nlohmann::json j = nlohmann::json::parse(std::ifstream(result));
-      csv << ",done," << j["best_valid_accuracy"].get<double>() << "," << j["final_train_loss"].get<double>() << ","
-          << j["final_valid_loss"].get<double>() << "," << j["parameters"].get<int64_t>() << ","
-          << j["state_size"].get<int64_t>() << "," << j["wall_s"].get<double>() << "\n";
-    } else {
-      csv << ",failed,,,,,,\n";
-    }
-  }
-  csv.close();
+  write_results(dir, spec, points, status);
   std::cout << "results: " << (dir / "results.csv").string() << " (" << points.size() - failures << " done, "
             << failures << " failed)" << std::endl;
   return failures == 0 ? 0 : 1;
