@@ -121,6 +121,17 @@ grid:
   ASSERT_EQ(points.size(), 8u);  // 2 x 2 x 2, not 2^5
   EXPECT_EQ(points[0].name, "type=attention,max_position_embeddings=32,seq_len=16,num_kv_pairs=2,lr=0.001");
   EXPECT_EQ(points[7].name, "type=gla,max_position_embeddings=0,seq_len=32,num_kv_pairs=4,lr=0.003");
+  // --set on the command line: after the file's set, for every run; a grid key is refused.
+  EXPECT_EQ(load_sweep((dir / "sweep.yaml").string(), {"training.steps=3"}).common_overrides,
+            std::vector<std::string>{"training.steps=3"});
+  try {
+    load_sweep((dir / "sweep.yaml").string(), {"optimizer.lr=0.1"});
+    ADD_FAILURE() << "a --set of a grid key was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "--set optimizer.lr=0.1: optimizer.lr is a grid key of " +
+                                         (dir / "sweep.yaml").string() + "; the grid sets it in every run");
+  }
+  EXPECT_THROW(load_sweep((dir / "sweep.yaml").string(), {"training.steps=-1"}), ConfigError);
   for (const SweepPoint& p : points) {
     const bool attention = p.values[0].second == "attention";
     EXPECT_EQ(p.values[1].second, attention ? "32" : "0") << p.name;

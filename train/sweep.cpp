@@ -125,7 +125,7 @@ struct Job {
 
 }  // namespace
 
-SweepSpec load_sweep(const std::string& path) {
+SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& extra_overrides) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -184,6 +184,15 @@ SweepSpec load_sweep(const std::string& path) {
     if (!root["set"].IsSequence()) throw ConfigError(where(path, root["set"]) + ": 'set' must be a list of key=value");
     for (const auto& v : root["set"]) spec.common_overrides.push_back(v.as<std::string>());
   }
+  // The command line's --set comes after the file's set, so it wins; a grid key would be
+  // overridden by the grid in every run, so it is refused rather than ignored.
+  const std::vector<std::string> grid_keys = spec.keys();
+  for (const std::string& o : extra_overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    if (std::find(grid_keys.begin(), grid_keys.end(), key) != grid_keys.end())
+      throw ConfigError("--set " + o + ": " + key + " is a grid key of " + path + "; the grid sets it in every run");
+    spec.common_overrides.push_back(o);
+  }
   // Every point must be a valid config: check them all before running anything.
   for (const SweepPoint& p : expand_grid(spec)) {
     std::vector<std::string> ov = spec.common_overrides;
@@ -238,7 +247,7 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   const std::string binary = ec ? binary_arg : self.string();
-  const SweepSpec spec = load_sweep(args.sweep_path);
+  const SweepSpec spec = load_sweep(args.sweep_path, args.overrides);
   const std::vector<SweepPoint> points = expand_grid(spec);
   const fs::path dir = args.out_dir.empty() ? fs::path("runs") / fs::path(args.sweep_path).stem() : fs::path(args.out_dir);
   fs::create_directories(dir);

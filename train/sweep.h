@@ -8,6 +8,9 @@
 //     optimizer.lr: [1.0e-3, 3.0e-3]
 //   set: [training.steps=200]           # optional overrides applied to every run
 //
+// `seqmix sweep FILE --set key=value` adds overrides for every run after the file's set
+// (a quick look at a long sweep: --set training.steps=100 --out runs/quick).
+//
 // A grid entry may name several keys, separated by commas, that move together: each
 // value is then a list with one value per key, and the entry is one axis of the grid
 // (a zip, not a product). It expresses settings that depend on each other:
@@ -34,6 +37,7 @@ struct SweepArgs {
   std::string sweep_path;
   int64_t jobs = 1;
   std::string out_dir;  // default: runs/<sweep file stem>
+  std::vector<std::string> overrides;  // --set, applied to every run after the file's set
   double progress_interval_s = 60;  // seconds between progress lines while nothing happens; 0: only on events
 };
 
@@ -57,7 +61,8 @@ struct SweepSpec {
 };
 
 // Throws ConfigError naming the sweep file and line for a malformed sweep.
-SweepSpec load_sweep(const std::string& path);
+// extra_overrides (the CLI's --set) apply to every run after the file's set.
+SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& extra_overrides = {});
 // The cartesian product of the axes, the last axis varying fastest.
 std::vector<SweepPoint> expand_grid(const SweepSpec& spec);
 

@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
   sweep->add_option("SWEEP", sweep_args.sweep_path, "Sweep YAML: base config + grid")->required()->check(CLI::ExistingFile);
   sweep->add_option("--jobs", sweep_args.jobs, "Runs in parallel")->check(CLI::PositiveNumber);
   sweep->add_option("--out", sweep_args.out_dir, "Sweep directory (default: runs/<sweep name>)");
+  sweep->add_option("--set", sweep_args.overrides,
+                    "Override a config key in every run, e.g. --set training.steps=100 for a quick look (repeatable)")
+      ->take_all()
+      ->allow_extra_args(false);
   sweep->add_option("--progress-interval", sweep_args.progress_interval_s,
                     "Seconds between progress lines while runs are going (0: only when a run starts or ends)")
       ->check(CLI::NonNegativeNumber);
