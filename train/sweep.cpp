@@ -117,10 +117,20 @@ void write_results(const fs::path& dir, const SweepSpec& spec, const std::vector
   fs::rename(tmp, path);
 }
 
+// wall_s of a result.json; 0 for an unreadable one (results.csv reports it).
+double recorded_wall_s(const fs::path& result) {
+  try {
+    return nlohmann::json::parse(std::ifstream(result)).value("wall_s", 0.0);
+  } catch (const nlohmann::json::exception&) {
+    return 0.0;
+  }
+}
+
 struct Job {
   pid_t pid;
   size_t index;
   std::chrono::steady_clock::time_point start;
+  bool resumed;  // continued from a checkpoint: this session saw only part of the run
 };
 
 }  // namespace
@@ -266,7 +276,8 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     const fs::path run = dir / points[i].name;
     fs::create_directories(run);
     std::vector<std::string> argv_s = {binary, "train"};
-    if (fs::exists(run / "checkpoint.h5")) {
+    const bool resumed = fs::exists(run / "checkpoint.h5");
+    if (resumed) {
       argv_s.insert(argv_s.end(), {"--resume", run.string()});
     } else {
       argv_s.push_back(spec.base_config);
@@ -293,7 +304,7 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, cargv.data(), cenv.data());
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) throw std::runtime_error("cannot start " + binary + ": " + std::strerror(rc));
-    running.push_back(Job{pid, i, std::chrono::steady_clock::now()});
+    running.push_back(Job{pid, i, std::chrono::steady_clock::now(), resumed});
     std::cout << "[" << i + 1 << "/" << points.size() << "] started " << points[i].name << std::endl;
   };
 
@@ -304,11 +315,7 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     const fs::path result = dir / points[i].name / "result.json";
     if (!fs::exists(result)) continue;
     status[i] = "done";
-    try {
-      finished_s.push_back(nlohmann::json::parse(std::ifstream(result)).value("wall_s", 0.0));
-    } catch (const nlohmann::json::exception&) {
-      // An unreadable result.json is reported by results.csv below; the ETA does without it.
-    }
+    finished_s.push_back(recorded_wall_s(result));
     std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished before, skipped" << std::endl;
   }
   const auto sweep_start = std::chrono::steady_clock::now();
@@ -358,7 +365,10 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
       const size_t i = running[j].index;
       const bool ok = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0 && fs::exists(dir / points[i].name / "result.json");
       status[i] = ok ? "done" : "failed";
-      if (ok) finished_s.push_back(seconds_since(running[j].start));
+      // A fresh run's cost is the time it took here (start-up and data included); a
+      // resumed run's is the whole run's training time that result.json records.
+      if (ok) finished_s.push_back(running[j].resumed ? recorded_wall_s(dir / points[i].name / "result.json")
+                                                      : seconds_since(running[j].start));
       else ++failures;
       std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": "
                 << (ok ? "done" : "FAILED: " + last_line_of(dir / points[i].name / "log.txt")) << std::endl;
