@@ -30,6 +30,11 @@ def parser():
     p.add_argument("--line", help="sweep: a line per value of this key (default model.mixer.type; 'none')")
     p.add_argument("--metric", default="best_valid_accuracy",
                    help="sweep: the results.csv column on the y axis (default best_valid_accuracy)")
+    p.add_argument("--curves", action="store_true",
+                   help="sweep: instead of the sweep figures, compare the learning curves of its runs "
+                        "(those that have metrics.jsonl, narrowed by --where)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="sweep: only runs whose KEY column equals VALUE (repeatable; a short key works)")
     p.add_argument("--title", help="figure title")
     p.add_argument("--data", action="store_true",
                    help="also write NAME.json next to each figure: the numbers it was drawn from")
@@ -66,6 +71,21 @@ def run(args, out=sys.stdout):
             raise PlotError("give one sweep directory at a time (several paths are compared as run directories)")
         results = sweep.read_results(args.paths[0])
         out_dir = args.out or os.path.join(os.path.dirname(results.path), "plots")
+        if args.curves:
+            rows = sweep.select_rows(results, args.where)
+            run_dirs = [os.path.join(os.path.dirname(results.path), r["run"]) for r in rows]
+            run_dirs = [d for d in run_dirs if os.path.isfile(os.path.join(d, "metrics.jsonl"))]
+            if not run_dirs:
+                raise PlotError(f"{results.path}: no run{' matching ' + ' '.join(args.where) if args.where else ''} "
+                                "has a metrics.jsonl")
+            name = "curves" + "".join("_" + w.replace("=", "-") for w in args.where)
+            paths, data = runs.plot_runs(run_dirs, out_dir, formats, title=args.title, name=name)
+            written += paths
+            if args.data:
+                written.append(write_data(paths, data))
+            for w in written:
+                out.write(f"wrote {w}\n")
+            return 0
         kw = dict(metric=args.metric, x=args.x, panel=args.panel, line=args.line, out_dir=out_dir, formats=formats,
                   title=args.title)
         paths, data = sweep.plot_sweep(results, **kw)
@@ -86,6 +106,8 @@ def run(args, out=sys.stdout):
             if args.data:
                 written.append(write_data(paths, data))
     else:
+        if args.curves or args.where:
+            raise PlotError("--curves and --where apply to a sweep directory (one with results.csv)")
         if len(args.paths) == 1:
             out_dir = args.out or os.path.join(args.paths[0], "plots")
         else:

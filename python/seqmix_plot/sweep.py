@@ -75,6 +75,19 @@ def resolve_key(results, name, option):
                     f"{', '.join(results.columns[results.columns.index('status') + 1:])}")
 
 
+def select_rows(results, where):
+    """The rows whose columns equal the given values ("d_model=64"; numbers compare as numbers)."""
+    rows = results.rows
+    for w in where:
+        if "=" not in w:
+            raise PlotError(f"--where {w}: expected KEY=VALUE, e.g. --where d_model=64")
+        key, value = w.split("=", 1)
+        col = resolve_key(results, key, "--where")
+        num = as_number(value)
+        rows = [r for r in rows if r[col] == value or (num is not None and as_number(r[col]) == num)]
+    return rows
+
+
 def as_number(s):
     try:
         return float(s)

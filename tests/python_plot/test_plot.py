@@ -276,6 +276,24 @@ class RunCurves(unittest.TestCase):
         self.assertIn("series:type=h3:valid:accuracy:step", ids)
         self.assertEqual(runs.run_labels([a, b]), ["type=gla", "type=h3"])
 
+    def test_curves_of_a_sweeps_runs(self):
+        rows = write_sweep(self.dir, mixers=["gla", "h3"])
+        for r in rows:
+            write_run(os.path.join(self.dir, r[0]), steps=100, eval_every=50)
+        code, out = run_cli([self.dir, "--curves", "--where", "seq_len=64", "--where", "optimizer.lr=1e-3"])
+        self.assertEqual(code, 0)
+        svg = os.path.join(self.dir, "plots", "curves_seq_len-64_optimizer.lr-1e-3.svg")
+        # 2 mixers x 3 widths, 8 series each; lr 1e-3 matches the csv's 0.001 as a number.
+        ids = series_ids(svg)
+        self.assertEqual(len(ids), 48)
+        self.assertIn("series:type=h3_d_model=128:valid:loss:elapsed_s", ids)
+        with self.assertRaises(PlotError) as e:
+            run_cli([self.dir, "--curves", "--where", "type=mamba"])
+        self.assertIn("no run matching type=mamba has a metrics.jsonl", str(e.exception))
+        with self.assertRaises(PlotError) as e:
+            run_cli([self.dir, "--curves", "--where", "d_model"])
+        self.assertIn("--where d_model: expected KEY=VALUE", str(e.exception))
+
     def test_bad_metrics(self):
         run = os.path.join(self.dir, "run")
         write_run(run, bad_line=3)
