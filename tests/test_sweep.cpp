@@ -235,6 +235,25 @@ grid:
   fs::remove_all(dir);
 }
 
+// Between starts and finishes a long run still shows progress every --progress-interval.
+TEST(SweepCommand, PrintsProgressWhileARunIsGoing) {
+  const fs::path dir = temp_dir("interval");
+  std::ofstream(dir / "config.yaml") << kConfig;
+  std::ofstream(dir / "sweep.yaml") << "base: config.yaml\ngrid:\n  optimizer.lr: [0.003]\n";
+  // 400 steps (--set on the command line) take well over the 0.05 s interval.
+  const Result r = run(std::string(SEQMIX_BINARY) + " sweep " + (dir / "sweep.yaml").string() + " --out " +
+                       (dir / "out").string() + " --progress-interval 0.05 --set training.steps=400");
+  ASSERT_EQ(r.code, 0) << r.out;
+  int running_lines = 0;
+  for (const std::string& l : lines_of(r.out))
+    if (l.rfind("sweep: 0/1 done, 1 running, 0 left, 0 failed", 0) == 0) ++running_lines;
+  EXPECT_GE(running_lines, 2) << r.out;  // the start, then at least one while it ran
+  std::ifstream log(dir / "out" / "lr=0.003" / "log.txt");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("done: 400 steps"), std::string::npos) << text;
+  fs::remove_all(dir);
+}
+
 TEST(PlotCommand, BadInputGetsAClearErrorAndACode) {
   const fs::path dir = temp_dir("plotbad");
   Result r = run(std::string(SEQMIX_BINARY) + " plot " + dir.string());
