@@ -13,6 +13,7 @@ one curve per mixer (its points are the widths), one panel per seq_len.
 import csv
 import math
 import os
+import textwrap
 
 from seqmix_plot.common import (PlotError, colours_for, label, save, series_id, setup_matplotlib, short,
                                 value_name)
@@ -197,12 +198,14 @@ def panel_grid(plt, n):
 
 
 def set_x_axis(ax, key, values, log_base=None):
+    """Ticks at the swept values (a sweep has few), on a log axis when they span a wide range."""
     nums = [as_number(v) for v in values]
     if log_base:
         ax.set_xscale("log", base=log_base)
+        ax.minorticks_off()
+    if len(values) <= 12:
         ax.set_xticks(nums)
         ax.set_xticklabels(values)
-        ax.minorticks_off()
     ax.set_xlabel(label(key))
 
 
@@ -260,12 +263,18 @@ def plot_sweep(results, metric="best_valid_accuracy", x=None, panel=None, line=N
         fig.legend([handles[v] for v in lines if v in handles], [value_name(line_key, v) for v in lines if v in handles],
                    title=label(line_key), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     task = task_name(results)
-    fig.suptitle(title or (f"{task.upper() if task == 'mqar' else task or 'sweep'}: {short(metric).replace('_', ' ')} "
-                           f"vs {short(x_key)}" + (f" (best over {', '.join(short(k) for k in over)})" if over else "")))
+    fig.suptitle(wrap(title or (f"{task.upper() if task == 'mqar' else task or 'sweep'}: {short(metric).replace('_', ' ')} "
+                                f"vs {short(x_key)}" + (f" (best over {', '.join(short(k) for k in over)})" if over else "")),
+                      len(panels)))
     fig.tight_layout()
     paths = save(fig, out_dir, f"{metric}_vs_{short(x_key)}", formats)
     plt.close(fig)
     return paths, data
+
+
+def wrap(title, n_panels):
+    """A title no wider than its panels (about 55 characters a panel)."""
+    return textwrap.fill(title, width=55 * min(n_panels, 3))
 
 
 def state_bytes(row):
@@ -318,8 +327,8 @@ def plot_state(results, metric="best_valid_accuracy", x=None, panel=None, line=N
         fig.legend([handles[v] for v in lines if v in handles], [value_name(line_key, v) for v in lines if v in handles],
                    title=label(line_key), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     task = task_name(results)
-    fig.suptitle(title or (f"{task.upper() if task == 'mqar' else task or 'sweep'}: {short(metric).replace('_', ' ')} "
-                           f"vs recurrent state size (float32, all layers; points: {short(x_key)})"))
+    fig.suptitle(wrap(title or (f"{task.upper() if task == 'mqar' else task or 'sweep'}: {short(metric).replace('_', ' ')} "
+                                f"vs recurrent state size (float32, all layers; points: {short(x_key)})"), len(panels)))
     fig.tight_layout()
     paths = save(fig, out_dir, f"{metric}_vs_state_bytes", formats)
     plt.close(fig)
