@@ -14,6 +14,7 @@ LABELS = {
     "data.num_kv_pairs": "key-value pairs K",
     "optimizer.lr": "peak learning rate",
     "model.mixer.type": "mixer",
+    "data.task": "task",
     "model.n_layers": "layers",
     "best_valid_accuracy": "valid accuracy (best during training)",
     "final_valid_accuracy": "valid accuracy (end of training)",

@@ -160,6 +160,8 @@ def best_cells(rows, metric, keys):
 
 def task_name(results):
     """The task of the sweep's runs, from the first finished run's config.yaml (for titles)."""
+    if "data.task" in results.grid_keys and len(ordered_values(results.rows, "data.task")) > 1:
+        return "recall tasks"
     try:
         import yaml
     except ImportError:
@@ -187,10 +189,10 @@ def report_skipped(results, out):
                       f"{' ...' if len(runs) > 5 else ''}\n")
 
 
-def panel_grid(plt, n):
+def panel_grid(plt, n, panel_width=4.2):
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_width * cols, 3.6 * rows), sharey=True, squeeze=False)
     flat = [a for row in axes for a in row]
     for a in flat[n:]:
         a.set_visible(False)
@@ -231,7 +233,7 @@ def plot_sweep(results, metric="best_valid_accuracy", x=None, panel=None, line=N
             as_number(v) for v in xs)
 
     plt = setup_matplotlib()
-    fig, axes = panel_grid(plt, len(panels))
+    fig, axes = panel_grid(plt, len(panels), 4.2 if numeric_x else max(4.2, 1.6 * len(xs)))
     colours = colours_for(line_key, lines)
     data = {"x": x_key, "panel": panel_key, "line": line_key, "metric": metric, "best_over": over, "series": []}
     handles = {}
@@ -240,10 +242,17 @@ def plot_sweep(results, metric="best_valid_accuracy", x=None, panel=None, line=N
             pts = [(xv, cells[(pv, lv, xv)]) for xv in xs if (pv, lv, xv) in cells]
             if not pts:
                 continue
-            px = [as_number(xv) if numeric_x else xs.index(xv) for xv, _ in pts]
             py = [as_number(r[metric]) for _, r in pts]
             name = value_name(line_key, lv) if line_key else metric
-            (h,) = ax.plot(px, py, marker="o", color=colours[lv], label=name, gid=series_id(panel_key, pv, line_key, lv))
+            if numeric_x:
+                px = [as_number(xv) for xv, _ in pts]
+                style = dict(marker="o")
+            else:
+                # Categories (tasks, say) are not a continuum: points side by side, no lines.
+                dodge = (lines.index(lv) - (len(lines) - 1) / 2) * min(0.12, 0.6 / len(lines))
+                px = [xs.index(xv) + dodge for xv, _ in pts]
+                style = dict(marker="o", linestyle="none", markersize=7)
+            (h,) = ax.plot(px, py, color=colours[lv], label=name, gid=series_id(panel_key, pv, line_key, lv), **style)
             handles[lv] = h
             data["series"].append({"panel": pv, "line": lv, "points": [
                 {"x": xv, "y": as_number(r[metric]), "run": r["run"], **{k: r[k] for k in over}} for xv, r in pts]})
@@ -253,7 +262,8 @@ def plot_sweep(results, metric="best_valid_accuracy", x=None, panel=None, line=N
             set_x_axis(ax, x_key, xs, 2 if log else None)
         else:
             ax.set_xticks(range(len(xs)))
-            ax.set_xticklabels([value_name(x_key, v) for v in xs], rotation=30, ha="right")
+            ax.set_xticklabels([value_name(x_key, v) for v in xs], rotation=15 if max(map(len, xs)) > 12 else 0)
+            ax.set_xlim(-0.5, len(xs) - 0.5)
             ax.set_xlabel(label(x_key))
         if "accuracy" in metric:
             ax.set_ylim(-0.02, 1.02)
@@ -310,8 +320,11 @@ def plot_state(results, metric="best_valid_accuracy", x=None, panel=None, line=N
                          key=lambda t: t[0])
             if not pts:
                 continue
+            # A curve joins widths of one mixer; points of different categories (tasks) stay unjoined.
+            joined = all(as_number(r[x_key]) is not None for _, r in pts)
             (h,) = ax.plot([b for b, _ in pts], [as_number(r[metric]) for _, r in pts], marker="o",
-                           color=colours[lv], gid=series_id("state", panel_key, pv, line_key, lv))
+                           linestyle="-" if joined else "none", color=colours[lv],
+                           gid=series_id("state", panel_key, pv, line_key, lv))
             handles[lv] = h
             data["series"].append({"panel": pv, "line": lv, "points": [
                 {"state_bytes": b, "y": as_number(r[metric]), "run": r["run"], x_key: r[x_key]} for b, r in pts]})

@@ -161,6 +161,24 @@ class SweepFigures(unittest.TestCase):
         self.assertEqual(len(series_ids(os.path.join(o, "final_valid_loss_vs_lr.svg"))), 2)
 
 
+    def test_categorical_x_tasks(self):
+        # The recall-tasks sweep: x = task (categories), a point per mixer and task.
+        with open(os.path.join(self.dir, "results.csv"), "w") as f:
+            f.write("run,model.mixer.type,data.task,optimizer.lr," + ",".join(RESULT_COLUMNS) + "\n")
+            for m in MIXERS:
+                for t in ("associative_recall", "induction_heads", "selective_copying"):
+                    for lr in LRS:
+                        a = 0.5 + 0.1 * MIXERS.index(m) / 4 + (0.01 if lr == "0.001" else 0)
+                        f.write(f"\"type={m},task={t},lr={lr}\",{m},{t},{lr},done,{a},1,1,1000,64,1,256,10,{a},0\n")
+        paths, data = sweep.plot_sweep(sweep.read_results(self.dir), x="task", panel="none",
+                                       out_dir=os.path.join(self.dir, "p"))
+        self.assertEqual(len(series_ids(paths[1])), 5)
+        self.assertEqual(data["best_over"], ["optimizer.lr"])
+        self.assertTrue(all(p["optimizer.lr"] == "0.001" for s in data["series"] for p in s["points"]))
+        with open(paths[1]) as f:
+            self.assertIn("recall tasks", f.read())
+
+
 class SweepErrors(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="seqmix_plot_test_")
