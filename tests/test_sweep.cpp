@@ -81,14 +81,38 @@ logging: {log_interval: 4, level: info}
 )";
 
 TEST(SweepEta, UnknownUntilARunFinishesThenSchedulesTheRestOnTheSlots) {
-  EXPECT_LT(estimate_eta_seconds({}, {3.0}, 4, 2), 0);
-  EXPECT_EQ(estimate_eta_seconds({}, {}, 0, 2), 0);  // nothing left: done now
+  auto ones = [](int n) { return std::vector<double>(static_cast<size_t>(n), 1.0); };
+  EXPECT_LT(estimate_eta_seconds({}, {{3.0, 1.0}}, ones(4), 2), 0);
+  EXPECT_EQ(estimate_eta_seconds({}, {}, {}, 2), 0);  // nothing left: done now
   // Mean 15 s. Slot 0 holds a run 5 s in (10 s to go), slot 1 is free; three runs left
   // go to slot 1 (15), slot 0 (25), slot 1 (30).
-  EXPECT_DOUBLE_EQ(estimate_eta_seconds({10.0, 20.0}, {5.0}, 3, 2), 30.0);
-  // One slot: everything in a row. A run past the mean counts as ending now.
-  EXPECT_DOUBLE_EQ(estimate_eta_seconds({10.0}, {12.0}, 2, 1), 20.0);
-  EXPECT_DOUBLE_EQ(estimate_eta_seconds({10.0}, {4.0}, 0, 4), 6.0);
+  EXPECT_DOUBLE_EQ(estimate_eta_seconds({{10.0, 1}, {20.0, 1}}, {{5.0, 1}}, ones(3), 2), 30.0);
+  // One slot: everything in a row. A run past its expected time counts as ending now.
+  EXPECT_DOUBLE_EQ(estimate_eta_seconds({{10.0, 1}}, {{12.0, 1}}, ones(2), 1), 20.0);
+  EXPECT_DOUBLE_EQ(estimate_eta_seconds({{10.0, 1}}, {{4.0, 1}}, {}, 4), 6.0);
+}
+
+TEST(SweepEta, RunsCostInProportionToTheirWeight) {
+  // A finished run of weight 1 took 10 s: a run of weight 16 (L and d_model 4x) is
+  // expected to take 160 s, not 10 s.
+  EXPECT_DOUBLE_EQ(estimate_eta_seconds({{10.0, 1}}, {}, {16.0}, 2), 160.0);
+  // Two slots, runs of 4, 4 and 8 left after 2 s per unit: 8, 8, then 8 + 16.
+  EXPECT_DOUBLE_EQ(estimate_eta_seconds({{2.0, 1}, {6.0, 3}}, {}, {4.0, 4.0, 8.0}, 2), 24.0);
+  // A running run of weight 8, 5 s in, at 2 s a unit: 11 s to go.
+  EXPECT_DOUBLE_EQ(estimate_eta_seconds({{2.0, 1}}, {{5.0, 8}}, {}, 2), 11.0);
+}
+
+TEST(SweepEta, WeightIsTheWorkTheConfigAsksFor) {
+  Config a = parse_config(kConfig, "a.yaml");
+  // steps x batch x seq_len x d_model x layers
+  EXPECT_DOUBLE_EQ(run_cost_weight(a), 8.0 * 16 * 32 * 16 * 2);
+  Config b = parse_config(kConfig, "b.yaml",
+                          {"data.seq_len=64", "model.max_position_embeddings=64", "data.vocab_size=128",
+                           "model.vocab_size=128", "model.d_model=32"});
+  EXPECT_DOUBLE_EQ(run_cost_weight(b), 4 * run_cost_weight(a));
+  // Epochs of a recall task: epochs x batches per epoch.
+  Config c = parse_config(kConfig, "c.yaml", {"training.steps=0", "training.epochs=2"});
+  EXPECT_DOUBLE_EQ(run_cost_weight(c), 2.0 * (1024 / 16) * 16 * 32 * 16 * 2);
 }
 
 TEST(SweepProgress, LineNamesEveryCountAndTheEta) {

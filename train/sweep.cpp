@@ -117,6 +117,13 @@ void write_results(const fs::path& dir, const SweepSpec& spec, const std::vector
   fs::rename(tmp, path);
 }
 
+// The overrides that make a point's config: the sweep's common ones, then the grid's.
+std::vector<std::string> point_overrides(const SweepSpec& spec, const SweepPoint& p) {
+  std::vector<std::string> ov = spec.common_overrides;
+  for (const auto& [k, v] : p.values) ov.push_back(k + "=" + v);
+  return ov;
+}
+
 // wall_s of a result.json; 0 for an unreadable one (results.csv reports it).
 double recorded_wall_s(const fs::path& result) {
   try {
@@ -205,10 +212,8 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ex
   }
   // Every point must be a valid config: check them all before running anything.
   for (const SweepPoint& p : expand_grid(spec)) {
-    std::vector<std::string> ov = spec.common_overrides;
-    for (const auto& [k, v] : p.values) ov.push_back(k + "=" + v);
     try {
-      load_config(spec.base_config, ov);
+      load_config(spec.base_config, point_overrides(spec, p));
     } catch (const ConfigError& e) {
       throw ConfigError(path + ": run " + p.name + " has an invalid config:\n" + e.what());
     }
@@ -281,8 +286,7 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
       argv_s.insert(argv_s.end(), {"--resume", run.string()});
     } else {
       argv_s.push_back(spec.base_config);
-      for (const std::string& o : spec.common_overrides) argv_s.insert(argv_s.end(), {"--set", o});
-      for (const auto& [k, v] : points[i].values) argv_s.insert(argv_s.end(), {"--set", k + "=" + v});
+      for (const std::string& o : point_overrides(spec, points[i])) argv_s.insert(argv_s.end(), {"--set", o});
       argv_s.insert(argv_s.end(), {"--out", run.string()});
     }
     std::vector<char*> cargv;
@@ -308,14 +312,17 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     std::cout << "[" << i + 1 << "/" << points.size() << "] started " << points[i].name << std::endl;
   };
 
-  // Wall seconds of finished runs, for the ETA: those finished before this sweep
-  // started count with their recorded time.
-  std::vector<double> finished_s;
+  // For the ETA: each run's cost weight (load_sweep has validated every config), and
+  // the times of finished runs; those finished before this sweep count with their
+  // recorded time.
+  std::vector<double> weight;
+  for (const SweepPoint& p : points) weight.push_back(run_cost_weight(load_config(spec.base_config, point_overrides(spec, p))));
+  std::vector<RunTime> finished;
   for (size_t i = 0; i < points.size(); ++i) {
     const fs::path result = dir / points[i].name / "result.json";
     if (!fs::exists(result)) continue;
     status[i] = "done";
-    finished_s.push_back(recorded_wall_s(result));
+    finished.push_back({recorded_wall_s(result), weight[i]});
     std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished before, skipped" << std::endl;
   }
   const auto sweep_start = std::chrono::steady_clock::now();
@@ -331,10 +338,13 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
       else if (st == "running") ++c.running;
       else ++c.left;
     }
-    std::vector<double> running_s;
-    for (const Job& j : running) running_s.push_back(seconds_since(j.start));
+    std::vector<RunTime> now_running;
+    for (const Job& j : running) now_running.push_back({seconds_since(j.start), weight[j.index]});
+    std::vector<double> left;
+    for (size_t i = 0; i < points.size(); ++i)
+      if (status[i] == "pending") left.push_back(weight[i]);
     std::cout << format_sweep_progress(c, seconds_since(sweep_start),
-                                       estimate_eta_seconds(finished_s, running_s, c.left, args.jobs))
+                                       estimate_eta_seconds(finished, now_running, left, args.jobs))
               << std::endl;
     last_progress = std::chrono::steady_clock::now();
   };
@@ -367,8 +377,10 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
       status[i] = ok ? "done" : "failed";
       // A fresh run's cost is the time it took here (start-up and data included); a
       // resumed run's is the whole run's training time that result.json records.
-      if (ok) finished_s.push_back(running[j].resumed ? recorded_wall_s(dir / points[i].name / "result.json")
-                                                      : seconds_since(running[j].start));
+      if (ok)
+        finished.push_back({running[j].resumed ? recorded_wall_s(dir / points[i].name / "result.json")
+                                               : seconds_since(running[j].start),
+                            weight[i]});
       else ++failures;
       std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": "
                 << (ok ? "done" : "FAILED: " + last_line_of(dir / points[i].name / "log.txt")) << std::endl;

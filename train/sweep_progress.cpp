@@ -3,25 +3,42 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <numeric>
+
+#include "train/config.h"
 
 namespace seqmix {
 
-double estimate_eta_seconds(const std::vector<double>& finished_s, const std::vector<double>& running_elapsed_s,
-                            int64_t left, int64_t jobs) {
-  if (left == 0 && running_elapsed_s.empty()) return 0;
-  if (finished_s.empty()) return -1;
-  const double mean = std::accumulate(finished_s.begin(), finished_s.end(), 0.0) / double(finished_s.size());
-  // free_at[j]: seconds from now until slot j is free. A running run that has already
-  // taken longer than the mean is taken to end now: we know no better.
-  std::vector<double> free_at(static_cast<size_t>(std::max<int64_t>(1, jobs)), 0.0);
-  for (size_t r = 0; r < running_elapsed_s.size(); ++r)
-    free_at[r % free_at.size()] = std::max(free_at[r % free_at.size()], mean - running_elapsed_s[r]);
-  for (int64_t i = 0; i < left; ++i) {
-    auto slot = std::min_element(free_at.begin(), free_at.end());
-    *slot += mean;
+double estimate_eta_seconds(const std::vector<RunTime>& finished, const std::vector<RunTime>& running,
+                            const std::vector<double>& left_weights, int64_t jobs) {
+  if (left_weights.empty() && running.empty()) return 0;
+  double seconds = 0, weight = 0;
+  for (const RunTime& r : finished) {
+    seconds += r.seconds;
+    weight += r.weight;
   }
+  if (finished.empty() || weight <= 0) return -1;
+  const double per_weight = seconds / weight;
+  // free_at[j]: seconds from now until slot j is free. A running run that has already
+  // taken longer than expected is taken to end now: we know no better.
+  std::vector<double> free_at(static_cast<size_t>(std::max<int64_t>(1, jobs)), 0.0);
+  for (size_t r = 0; r < running.size(); ++r) {
+    double& slot = free_at[r % free_at.size()];
+    slot = std::max(slot, per_weight * running[r].weight - running[r].seconds);
+  }
+  for (const double w : left_weights) *std::min_element(free_at.begin(), free_at.end()) += per_weight * w;
   return std::max(0.0, *std::max_element(free_at.begin(), free_at.end()));
+}
+
+double run_cost_weight(const Config& c) {
+  const TrainingConfig& t = c.training;
+  double steps = static_cast<double>(t.steps);
+  if (steps <= 0) {
+    steps = static_cast<double>(t.epochs);
+    if (c.data.kind == "recall")
+      steps *= std::ceil(double(c.data.recall.num_train_examples) / double(std::max<int64_t>(1, t.batch_size)));
+  }
+  const int64_t seq_len = c.data.kind == "recall" ? c.data.recall.seq_len : c.data.text.seq_len;
+  return steps * double(t.batch_size) * double(seq_len) * double(c.model.d_model) * double(c.model.n_layers);
 }
 
 std::string format_duration_short(double s) {
