@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -12,9 +13,11 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 #include <yaml-cpp/yaml.h>
 
 #include "train/config.h"
+#include "train/sweep_progress.h"
 
 extern char** environ;
 
@@ -40,6 +43,19 @@ std::string sanitize(const std::string& s) {
   return o;
 }
 
+// "a.b, c.d" -> {"a.b", "c.d"}: the keys of one grid axis.
+std::vector<std::string> split_keys(const std::string& name) {
+  std::vector<std::string> keys;
+  std::stringstream ss(name);
+  for (std::string k; std::getline(ss, k, ',');) {
+    const auto b = k.find_first_not_of(" \t");
+    const auto e = k.find_last_not_of(" \t");
+    if (b == std::string::npos) return {};
+    keys.push_back(k.substr(b, e - b + 1));
+  }
+  return keys;
+}
+
 std::string csv_escape(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
   std::string o = "\"";
@@ -55,15 +71,78 @@ std::string last_line_of(const fs::path& log) {
   return last;
 }
 
+// results.csv: one row per run in grid order, written to a temporary file and renamed
+// so that a reader never sees half a file. status is done | failed | running | pending.
+void write_results(const fs::path& dir, const SweepSpec& spec, const std::vector<SweepPoint>& points,
+                   const std::vector<std::string>& status) {
+  const fs::path path = dir / "results.csv";
+  const fs::path tmp = dir / "results.csv.tmp";
+  {
+    std::ofstream csv(tmp);
+    csv << "run";
+    for (const std::string& k : spec.keys()) csv << "," << csv_escape(k);
+    csv << ",status,best_valid_accuracy,final_train_loss,final_valid_loss,parameters,state_size,wall_s,"
+           "state_bytes,steps,final_valid_accuracy,early_stopped\n";
+    for (size_t i = 0; i < points.size(); ++i) {
+      csv << csv_escape(points[i].name);
+      for (const auto& [k, v] : points[i].values) csv << "," << csv_escape(v);
+      const fs::path result = dir / points[i].name / "result.json";
+      nlohmann::json j;
+      bool ok = status[i] == "done" && fs::exists(result);
+      if (ok) {
+        try {
+          j = nlohmann::json::parse(std::ifstream(result));
+          // Read every field before writing any, so that a bad file cannot leave half a row.
+          const double best = j.at("best_valid_accuracy").get<double>();
+          const double train_loss = j.at("final_train_loss").get<double>();
+          const double valid_loss = j.at("final_valid_loss").get<double>();
+          const int64_t params = j.at("parameters").get<int64_t>();
+          const int64_t state = j.at("state_size").get<int64_t>();
+          const double wall = j.at("wall_s").get<double>();
+          const int64_t steps = j.value("steps", int64_t{0});
+          const double final_acc = j.value("final_valid_accuracy", 0.0);
+          const bool early = j.value("early_stopped", false);
+          // The state is float32: 4 bytes per number (the Based paper's x axis is bytes).
+          csv << ",done," << best << "," << train_loss << "," << valid_loss << "," << params << "," << state << ","
+              << wall << "," << state * int64_t(sizeof(float)) << "," << steps << "," << final_acc << ","
+              << (early ? 1 : 0) << "\n";
+        } catch (const nlohmann::json::exception& e) {
+          std::cerr << "sweep: " << result.string() << " is unreadable (" << e.what() << "); the run counts as failed\n";
+          ok = false;
+        }
+      }
+      if (!ok) csv << "," << (status[i] == "done" ? "failed" : status[i]) << ",,,,,,,,,,\n";
+    }
+  }
+  fs::rename(tmp, path);
+}
+
+// The overrides that make a point's config: the sweep's common ones, then the grid's.
+std::vector<std::string> point_overrides(const SweepSpec& spec, const SweepPoint& p) {
+  std::vector<std::string> ov = spec.common_overrides;
+  for (const auto& [k, v] : p.values) ov.push_back(k + "=" + v);
+  return ov;
+}
+
+// wall_s of a result.json; 0 for an unreadable one (results.csv reports it).
+double recorded_wall_s(const fs::path& result) {
+  try {
+    return nlohmann::json::parse(std::ifstream(result)).value("wall_s", 0.0);
+  } catch (const nlohmann::json::exception&) {
+    return 0.0;
+  }
+}
+
 struct Job {
   pid_t pid;
   size_t index;
   std::chrono::steady_clock::time_point start;
+  bool resumed;  // continued from a checkpoint: this session saw only part of the run
 };
 
 }  // namespace
 
-SweepSpec load_sweep(const std::string& path) {
+SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& extra_overrides) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -86,42 +165,86 @@ SweepSpec load_sweep(const std::string& path) {
   if (!grid || !grid.IsMap() || grid.size() == 0)
     throw ConfigError(path + ": 'grid' must map config keys to lists of values");
   for (const auto& kv : grid) {
-    const std::string key = kv.first.as<std::string>();
+    const std::string name = kv.first.as<std::string>();
+    SweepAxis axis;
+    axis.keys = split_keys(name);
+    if (axis.keys.empty()) throw ConfigError(where(path, kv.first) + ": empty grid key '" + name + "'");
     if (!kv.second.IsSequence() || kv.second.size() == 0)
-      throw ConfigError(where(path, kv.second) + ": grid." + key + " must be a non-empty list");
-    std::vector<std::string> vals;
+      throw ConfigError(where(path, kv.second) + ": grid." + name + " must be a non-empty list");
+    const size_t n = axis.keys.size();
     for (const auto& v : kv.second) {
-      if (!v.IsScalar()) throw ConfigError(where(path, v) + ": grid." + key + " values must be scalars");
-      vals.push_back(v.as<std::string>());
+      std::vector<std::string> tuple;
+      if (n == 1) {
+        if (!v.IsScalar()) throw ConfigError(where(path, v) + ": grid." + name + " values must be scalars");
+        tuple.push_back(v.as<std::string>());
+      } else {
+        if (!v.IsSequence() || v.size() != n)
+          throw ConfigError(where(path, v) + ": grid." + name + " names " + std::to_string(n) +
+                            " keys, so each value must be a list of " + std::to_string(n) + " scalars, one per key");
+        for (const auto& x : v) {
+          if (!x.IsScalar()) throw ConfigError(where(path, x) + ": grid." + name + " values must be scalars");
+          tuple.push_back(x.as<std::string>());
+        }
+      }
+      axis.values.push_back(tuple);
     }
-    spec.keys.push_back(key);
-    spec.values.push_back(vals);
+    spec.axes.push_back(axis);
+  }
+  {
+    // A key on two axes would be set twice per run, the later value silently winning.
+    std::vector<std::string> all = spec.keys();
+    std::sort(all.begin(), all.end());
+    auto dup = std::adjacent_find(all.begin(), all.end());
+    if (dup != all.end()) throw ConfigError(path + ": grid key '" + *dup + "' appears more than once");
   }
   if (root["set"]) {
     if (!root["set"].IsSequence()) throw ConfigError(where(path, root["set"]) + ": 'set' must be a list of key=value");
     for (const auto& v : root["set"]) spec.common_overrides.push_back(v.as<std::string>());
   }
+  // The command line's --set comes after the file's set, so it wins; a grid key would be
+  // overridden by the grid in every run, so it is refused rather than ignored.
+  const std::vector<std::string> grid_keys = spec.keys();
+  for (const std::string& o : extra_overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    if (std::find(grid_keys.begin(), grid_keys.end(), key) != grid_keys.end())
+      throw ConfigError("--set " + o + ": " + key + " is a grid key of " + path + "; the grid sets it in every run");
+    spec.common_overrides.push_back(o);
+  }
   // Every point must be a valid config: check them all before running anything.
   for (const SweepPoint& p : expand_grid(spec)) {
-    std::vector<std::string> ov = spec.common_overrides;
-    for (const auto& [k, v] : p.values) ov.push_back(k + "=" + v);
     try {
-      load_config(spec.base_config, ov);
+      load_config(spec.base_config, point_overrides(spec, p));
     } catch (const ConfigError& e) {
       throw ConfigError(path + ": run " + p.name + " has an invalid config:\n" + e.what());
     }
   }
+  // Two points in one directory would overwrite each other's run.
+  std::map<std::string, std::string> seen;
+  for (const SweepPoint& p : expand_grid(spec)) {
+    std::string desc;
+    for (const auto& [k, v] : p.values) desc += (desc.empty() ? "" : ", ") + k + "=" + v;
+    auto [it, fresh] = seen.emplace(p.name, desc);
+    if (!fresh)
+      throw ConfigError(path + ": the runs {" + it->second + "} and {" + desc + "} would share the directory '" +
+                        p.name + "'; make the grid values differ in letters, digits or ._=,-");
+  }
   return spec;
+}
+
+std::vector<std::string> SweepSpec::keys() const {
+  std::vector<std::string> all;
+  for (const SweepAxis& a : axes) all.insert(all.end(), a.keys.begin(), a.keys.end());
+  return all;
 }
 
 std::vector<SweepPoint> expand_grid(const SweepSpec& spec) {
   std::vector<SweepPoint> points(1);
-  for (size_t k = 0; k < spec.keys.size(); ++k) {
+  for (const SweepAxis& axis : spec.axes) {
     std::vector<SweepPoint> next;
     for (const SweepPoint& p : points)
-      for (const std::string& v : spec.values[k]) {
+      for (const std::vector<std::string>& tuple : axis.values) {
         SweepPoint q = p;
-        q.values.emplace_back(spec.keys[k], v);
+        for (size_t k = 0; k < axis.keys.size(); ++k) q.values.emplace_back(axis.keys[k], tuple[k]);
         next.push_back(q);
       }
     points = std::move(next);
@@ -139,7 +262,7 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   const std::string binary = ec ? binary_arg : self.string();
-  const SweepSpec spec = load_sweep(args.sweep_path);
+  const SweepSpec spec = load_sweep(args.sweep_path, args.overrides);
   const std::vector<SweepPoint> points = expand_grid(spec);
   const fs::path dir = args.out_dir.empty() ? fs::path("runs") / fs::path(args.sweep_path).stem() : fs::path(args.out_dir);
   fs::create_directories(dir);
@@ -158,12 +281,12 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     const fs::path run = dir / points[i].name;
     fs::create_directories(run);
     std::vector<std::string> argv_s = {binary, "train"};
-    if (fs::exists(run / "checkpoint.h5")) {
+    const bool resumed = fs::exists(run / "checkpoint.h5");
+    if (resumed) {
       argv_s.insert(argv_s.end(), {"--resume", run.string()});
     } else {
       argv_s.push_back(spec.base_config);
-      for (const std::string& o : spec.common_overrides) argv_s.insert(argv_s.end(), {"--set", o});
-      for (const auto& [k, v] : points[i].values) argv_s.insert(argv_s.end(), {"--set", k + "=" + v});
+      for (const std::string& o : point_overrides(spec, points[i])) argv_s.insert(argv_s.end(), {"--set", o});
       argv_s.insert(argv_s.end(), {"--out", run.string()});
     }
     std::vector<char*> cargv;
@@ -185,56 +308,91 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, cargv.data(), cenv.data());
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) throw std::runtime_error("cannot start " + binary + ": " + std::strerror(rc));
-    running.push_back(Job{pid, i, std::chrono::steady_clock::now()});
+    running.push_back(Job{pid, i, std::chrono::steady_clock::now(), resumed});
     std::cout << "[" << i + 1 << "/" << points.size() << "] started " << points[i].name << std::endl;
   };
 
-  for (size_t i = 0; i < points.size(); ++i)
-    if (fs::exists(dir / points[i].name / "result.json")) {
-      status[i] = "done";
-      std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished before, skipped" << std::endl;
+  // For the ETA: each run's cost weight (load_sweep has validated every config), and
+  // the times of finished runs; those finished before this sweep count with their
+  // recorded time.
+  std::vector<double> weight;
+  for (const SweepPoint& p : points) weight.push_back(run_cost_weight(load_config(spec.base_config, point_overrides(spec, p))));
+  std::vector<RunTime> finished;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const fs::path result = dir / points[i].name / "result.json";
+    if (!fs::exists(result)) continue;
+    status[i] = "done";
+    finished.push_back({recorded_wall_s(result), weight[i]});
+    std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": finished before, skipped" << std::endl;
+  }
+  const auto sweep_start = std::chrono::steady_clock::now();
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  auto last_progress = sweep_start;
+  auto print_progress = [&] {
+    SweepCounts c;
+    for (const std::string& st : status) {
+      if (st == "done") ++c.done;
+      else if (st == "failed") ++c.failed;
+      else if (st == "running") ++c.running;
+      else ++c.left;
     }
+    std::vector<RunTime> now_running;
+    for (const Job& j : running) now_running.push_back({seconds_since(j.start), weight[j.index]});
+    std::vector<double> left;
+    for (size_t i = 0; i < points.size(); ++i)
+      if (status[i] == "pending") left.push_back(weight[i]);
+    std::cout << format_sweep_progress(c, seconds_since(sweep_start),
+                                       estimate_eta_seconds(finished, now_running, left, args.jobs))
+              << std::endl;
+    last_progress = std::chrono::steady_clock::now();
+  };
+
   while (true) {
+    bool changed = false;
     while (static_cast<int64_t>(running.size()) < args.jobs && next < points.size()) {
-      if (status[next] == "pending") launch(next);
+      if (status[next] == "pending") {
+        launch(next);
+        status[next] = "running";
+        changed = true;
+      }
       ++next;
     }
+    if (changed) print_progress();
     if (running.empty()) break;
+    // Poll rather than block, so that a long run still shows progress every interval.
     int wstatus = 0;
-    pid_t done = waitpid(-1, &wstatus, 0);
+    const pid_t done = waitpid(-1, &wstatus, WNOHANG);
     if (done < 0) break;
+    if (done == 0) {
+      if (args.progress_interval_s > 0 && seconds_since(last_progress) >= args.progress_interval_s) print_progress();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
     for (size_t j = 0; j < running.size(); ++j) {
       if (running[j].pid != done) continue;
       const size_t i = running[j].index;
       const bool ok = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0 && fs::exists(dir / points[i].name / "result.json");
       status[i] = ok ? "done" : "failed";
-      if (!ok) ++failures;
+      // A fresh run's cost is the time it took here (start-up and data included); a
+      // resumed run's is the whole run's training time that result.json records.
+      if (ok)
+        finished.push_back({running[j].resumed ? recorded_wall_s(dir / points[i].name / "result.json")
+                                               : seconds_since(running[j].start),
+                            weight[i]});
+      else ++failures;
       std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name << ": "
                 << (ok ? "done" : "FAILED: " + last_line_of(dir / points[i].name / "log.txt")) << std::endl;
       running.erase(running.begin() + static_cast<long>(j));
+      // Rewritten after every run, so that a sweep in progress (or one that was
+      // interrupted) can already be read and plotted.
+      write_results(dir, spec, points, status);
+      print_progress();
       break;
     }
   }
-
-  // results.csv: one row per run in grid order.
-  std::ofstream csv(dir / "results.csv");
-  csv << "run";
-  for (const std::string& k : spec.keys) csv << "," << csv_escape(k);
-  csv << ",status,best_valid_accuracy,final_train_loss,final_valid_loss,parameters,state_size,wall_s\n";
-  for (size_t i = 0; i < points.size(); ++i) {
-    csv << csv_escape(points[i].name);
-    for (const auto& [k, v] : points[i].values) csv << "," << csv_escape(v);
-    const fs::path result = dir / points[i].name / "result.json";
-    if (status[i] == "done" && fs::exists(result)) {
-      nlohmann::json j = nlohmann::json::parse(std::ifstream(result));
-      csv << ",done," << j["best_valid_accuracy"].get<double>() << "," << j["final_train_loss"].get<double>() << ","
-          << j["final_valid_loss"].get<double>() << "," << j["parameters"].get<int64_t>() << ","
-          << j["state_size"].get<int64_t>() << "," << j["wall_s"].get<double>() << "\n";
-    } else {
-      csv << ",failed,,,,,,\n";
-    }
-  }
-  csv.close();
+  write_results(dir, spec, points, status);
   std::cout << "results: " << (dir / "results.csv").string() << " (" << points.size() - failures << " done, "
             << failures << " failed)" << std::endl;
   return failures == 0 ? 0 : 1;

@@ -8,10 +8,23 @@
 //     optimizer.lr: [1.0e-3, 3.0e-3]
 //   set: [training.steps=200]           # optional overrides applied to every run
 //
+// `seqmix sweep FILE --set key=value` adds overrides for every run after the file's set
+// (a quick look at a long sweep: --set training.steps=100 --out runs/quick).
+//
+// A grid entry may name several keys, separated by commas, that move together: each
+// value is then a list with one value per key, and the entry is one axis of the grid
+// (a zip, not a product). It expresses settings that depend on each other:
+//
+//     data.seq_len, data.num_kv_pairs: [[64, 4], [128, 8], [256, 16]]
+//     model.mixer.type, model.max_position_embeddings: [[attention, 256], [gla, 0]]
+//
 // Each run is a child process `seqmix train BASE --set ... --out DIR/RUN` with its
 // output in DIR/RUN/log.txt, so a crash or a bad point fails that run only. A run
 // whose result.json exists is skipped; one with a checkpoint but no result is
-// resumed. results.csv has a row per run in grid order.
+// resumed. results.csv has a row per run in grid order and a column per grid key.
+// While the sweep runs it prints a progress line (runs done / running / left / failed
+// and an ETA, see train/sweep_progress.h) after every start and finish, and every
+// --progress-interval seconds in between.
 #pragma once
 
 #include <map>
@@ -24,6 +37,8 @@ struct SweepArgs {
   std::string sweep_path;
   int64_t jobs = 1;
   std::string out_dir;  // default: runs/<sweep file stem>
+  std::vector<std::string> overrides;  // --set, applied to every run after the file's set
+  double progress_interval_s = 60;  // seconds between progress lines while nothing happens; 0: only on events
 };
 
 struct SweepPoint {
@@ -31,16 +46,24 @@ struct SweepPoint {
   std::vector<std::pair<std::string, std::string>> values;  // (key, value) in grid order
 };
 
+// One axis of the grid: one key, or several keys whose values move together.
+struct SweepAxis {
+  std::vector<std::string> keys;
+  std::vector<std::vector<std::string>> values;  // values[i][k] is keys[k]'s value at step i
+};
+
 struct SweepSpec {
-  std::string base_config;              // absolute or relative to the cwd
-  std::vector<std::string> keys;        // grid keys in file order
-  std::vector<std::vector<std::string>> values;  // values per key
+  std::string base_config;        // absolute or relative to the cwd
+  std::vector<SweepAxis> axes;    // in file order
   std::vector<std::string> common_overrides;
+  // Every grid key, axis by axis (the columns of results.csv).
+  std::vector<std::string> keys() const;
 };
 
 // Throws ConfigError naming the sweep file and line for a malformed sweep.
-SweepSpec load_sweep(const std::string& path);
-// The cartesian product, the last key varying fastest.
+// extra_overrides (the CLI's --set) apply to every run after the file's set.
+SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& extra_overrides = {});
+// The cartesian product of the axes, the last axis varying fastest.
 std::vector<SweepPoint> expand_grid(const SweepSpec& spec);
 
 int cmd_sweep(const SweepArgs& args, const std::string& seqmix_binary);

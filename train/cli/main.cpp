@@ -4,6 +4,7 @@
 
 #include "train/cmd_logits.h"
 #include "train/commands.h"
+#include "train/plot_command.h"
 #include "train/sweep.h"
 
 int main(int argc, char** argv) {
@@ -62,6 +63,19 @@ int main(int argc, char** argv) {
   sweep->add_option("SWEEP", sweep_args.sweep_path, "Sweep YAML: base config + grid")->required()->check(CLI::ExistingFile);
   sweep->add_option("--jobs", sweep_args.jobs, "Runs in parallel")->check(CLI::PositiveNumber);
   sweep->add_option("--out", sweep_args.out_dir, "Sweep directory (default: runs/<sweep name>)");
+  sweep->add_option("--set", sweep_args.overrides,
+                    "Override a config key in every run, e.g. --set training.steps=100 for a quick look (repeatable)")
+      ->take_all()
+      ->allow_extra_args(false);
+  sweep->add_option("--progress-interval", sweep_args.progress_interval_s,
+                    "Seconds between progress lines while runs are going (0: only when a run starts or ends)")
+      ->check(CLI::NonNegativeNumber);
+
+  // Everything after `plot` goes to python/seqmix_plot, whose argparse owns the options and --help.
+  auto* plot = app.add_subcommand("plot", "Figures (PNG, SVG) from a sweep's results.csv or runs' metrics.jsonl "
+                                          "(matplotlib; `seqmix plot --help` for the options)");
+  plot->set_help_flag();
+  plot->prefix_command();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -71,5 +85,10 @@ int main(int argc, char** argv) {
   if (*sample) return report_errors("sample", [&] { return cmd_sample(sample_args, std::cout); });
   if (*logits) return report_errors("logits", [&] { return cmd_logits(logits_args, std::cout); });
   if (*sweep) return report_errors("sweep", [&] { return cmd_sweep(sweep_args, argv[0]); });
+#ifndef SEQMIX_PYTHON_SOURCE_DIR
+#define SEQMIX_PYTHON_SOURCE_DIR ""
+#endif
+  if (*plot)
+    return report_errors("plot", [&] { return cmd_plot(plot->remaining(), PlotLocations{argv[0], SEQMIX_PYTHON_SOURCE_DIR}); });
   return 1;
 }

@@ -1,0 +1,5 @@
+import sys
+
+from seqmix_plot.cli import main
+
+sys.exit(main())
