@@ -41,6 +41,7 @@ trap 'rm -rf "$WORK"' EXIT
 echo "compare_mqar_torch: $(date -u '+%Y-%m-%d %H:%M UTC'), $THREADS threads, steps ${STEPS/#0/until 0.99}"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "avx512 flags: $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep avx512 | tr '\n' ' ')"
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} (passive avoids spinning against other processes; see bench/RESULTS.md)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 run_seqmix() {  # threads -> prints the "done:" line

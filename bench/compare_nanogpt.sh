@@ -76,6 +76,7 @@ now() { date +%s.%N; }
 echo "compare_nanogpt: $(date -u '+%Y-%m-%d %H:%M UTC'), $THREADS threads, $ITERS iterations"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "avx512 flags: $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep avx512 | tr '\n' ' ')"
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} (passive avoids spinning against other processes; see bench/RESULTS.md)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 t0=$(now)
