@@ -69,24 +69,26 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
       const int64_t batch = fold ? 1 : d.batch;
       const int64_t M = fold ? d.batch * d.M : d.M;
       if (a.requires_grad()) {
-        T* dA = a.grad_buffer().template data<T>();
+        bool fresh = false;
+        T* dA = a.grad_cell()->buffer_for_write(fresh).template data<T>();
         GemmShape s;
         if (!ta) {  // dA (M,K) = dC (M,N) op(B)^T
           s = GemmShape{batch, M, d.K, d.N, false, !tb};
           s.batch_stride_a = M * d.N;
           s.batch_stride_b = d.shared_b ? 0 : d.K * d.N;
           s.batch_stride_c = M * d.K;
-          run_gemm<T>(s, dC, B, dA, true);
+          run_gemm<T>(s, dC, B, dA, !fresh);
         } else {  // dA stored (K,M) = op(B) dC^T
           s = GemmShape{batch, d.K, M, d.N, tb, true};
           s.batch_stride_a = d.shared_b ? 0 : d.K * d.N;
           s.batch_stride_b = M * d.N;
           s.batch_stride_c = M * d.K;
-          run_gemm<T>(s, B, dC, dA, true);
+          run_gemm<T>(s, B, dC, dA, !fresh);
         }
       }
       if (b.requires_grad()) {
-        T* dB = b.grad_buffer().template data<T>();
+        bool fresh = false;
+        T* dB = b.grad_cell()->buffer_for_write(fresh).template data<T>();
         // A shared B sums its gradient over the batch: one GEMM per batch entry,
         // each accumulating, unless the batch was folded into M.
         const int64_t loops = (d.shared_b && !fold) ? batch : 1;
@@ -97,10 +99,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
           GemmShape s;
           if (!tb) {  // dB (K,N) = op(A)^T dC
             s = GemmShape{inner_batch, d.K, d.N, M, !ta, false};
-            run_gemm<T>(s, Al, dCl, dB, true);
+            run_gemm<T>(s, Al, dCl, dB, !fresh || l > 0);
           } else {  // dB stored (N,K) = dC^T op(A)
             s = GemmShape{inner_batch, d.N, d.K, M, true, ta};
-            run_gemm<T>(s, dCl, Al, dB, true);
+            run_gemm<T>(s, dCl, Al, dB, !fresh || l > 0);
           }
         }
       }
@@ -137,15 +139,22 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     dispatch_float(x.dtype(), "linear backward", [&](auto tag) {
       using T = decltype(tag);
       const T* dY = g[0].data<T>();
-      if (x.requires_grad())  // dx (rows,in) += dy (rows,out) W (out,in)
-        gemm(GemmShape{1, rows, in_f, out_f, false, false}, dY, w.data<T>(), x.grad_buffer().template data<T>(), true);
-      if (w.requires_grad())  // dW (out,in) += dy^T (out,rows) x (rows,in)
-        gemm(GemmShape{1, out_f, in_f, rows, true, false}, dY, x.data<T>(), w.grad_buffer().template data<T>(), true);
+      // A gradient's first contribution is stored, later ones added (GradCell::buffer_for_write).
+      bool fresh = false;
+      if (x.requires_grad()) {  // dx (rows,in) += dy (rows,out) W (out,in)
+        T* dX = x.grad_cell()->buffer_for_write(fresh).template data<T>();
+        gemm(GemmShape{1, rows, in_f, out_f, false, false}, dY, w.data<T>(), dX, !fresh);
+      }
+      if (w.requires_grad()) {  // dW (out,in) += dy^T (out,rows) x (rows,in)
+        T* dW = w.grad_cell()->buffer_for_write(fresh).template data<T>();
+        gemm(GemmShape{1, out_f, in_f, rows, true, false}, dY, x.data<T>(), dW, !fresh);
+      }
       if (bias.defined() && bias.requires_grad()) {
         // db sums dy over rows. Each thread owns a block of 64 columns and walks
         // the rows in order (contiguous, vectorised): no atomics and a fixed
         // summation order, so results are bit-identical across runs.
-        T* dB = bias.grad_buffer().template data<T>();
+        T* dB = bias.grad_cell()->buffer_for_write(fresh).template data<T>();
+        const bool add_to = !fresh;
         const int64_t blocks = (out_f + 63) / 64;
 #pragma omp parallel for schedule(static) if (rows * out_f > 32768)
         for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -156,7 +165,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 #pragma omp simd
             for (int64_t o = o0; o < o1; ++o) acc[o - o0] += row[o];
           }
-          for (int64_t o = o0; o < o1; ++o) dB[o] += acc[o - o0];
+          for (int64_t o = o0; o < o1; ++o) dB[o] = add_to ? dB[o] + acc[o - o0] : acc[o - o0];
         }
       }
     });

@@ -6,9 +6,9 @@
 // repeats of an n-element block, n = the smaller operand's numel, and the smaller
 // operand is read with row stride 0. Either operand may be the smaller one.
 //
-// Backward accumulates (+=) into gradient buffers (the tape zeroes them once per
-// step) and skips inputs that need no gradient; a closure keeps an operand's values
-// only if some needed gradient reads them (add and sub keep none). The gradient of a
+// Backward accumulates (+=) into gradient buffers, or stores (=) on a gradient's
+// first contribution (GradCell::buffer_for_write), and skips inputs that need no
+// gradient; a closure keeps an operand's values only if some needed gradient reads them (add and sub keep none). The gradient of a
 // broadcast operand sums over the rows: each thread owns a contiguous range of
 // columns and walks every row in order, so there are no atomics and each column's
 // sum has the same order for any thread count.
@@ -85,28 +85,37 @@ void binary_forward(T* __restrict out,  // out: (rows, n)
   }
 }
 
+// dx = or += term(g, a, b) elementwise, dx of the output's shape (xs != 0).
+template <bool Overwrite, class T, class F>
+void binary_backward_full(T* dx, const T* g, const T* a, const T* b, int64_t rows, int64_t n, int64_t as, int64_t bs,
+                          F term) {
+  if (rows == 1) {  // equal shapes: one flat loop, split across threads
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t j = 0; j < n; ++j) dx[j] = (Overwrite ? T(0) : dx[j]) + term(g[j], a[j], b[j]);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* gr = g + r * n;
+    const T* ar = a + r * as;
+    const T* br = b + r * bs;
+    T* d = dx + r * n;
+    for (int64_t j = 0; j < n; ++j) d[j] = (Overwrite ? T(0) : d[j]) + term(gr[j], ar[j], br[j]);
+  }
+}
+
 // Gradient of one operand: dx += term(g, a, b) elementwise, summed over the rows
-// when that operand is the broadcast one (xs == 0). term already includes g.
+// when that operand is the broadcast one (xs == 0). term already includes g. With
+// overwrite (the gradient's first contribution) it stores instead of adding.
 template <class T, class F>
 void binary_backward(T* dx,       // dx: (rows, n), or (n) with xs = 0
                      const T* g,  // g: (rows, n)
                      const T* a,  // a: (rows, n), or (n) with as = 0
                      const T* b,  // b: (rows, n), or (n) with bs = 0
-                     int64_t rows, int64_t n, int64_t as, int64_t bs, int64_t xs, F term) {
-  if (rows == 1) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t j = 0; j < n; ++j) dx[j] += term(g[j], a[j], b[j]);
-    return;
-  }
-  if (xs != 0) {
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* gr = g + r * n;
-      const T* ar = a + r * as;
-      const T* br = b + r * bs;
-      T* d = dx + r * n;
-      for (int64_t j = 0; j < n; ++j) d[j] += term(gr[j], ar[j], br[j]);
-    }
+                     int64_t rows, int64_t n, int64_t as, int64_t bs, int64_t xs, bool overwrite, F term) {
+  if (rows == 1 || xs != 0) {
+    if (overwrite) binary_backward_full<true>(dx, g, a, b, rows, n, as, bs, term);
+    else binary_backward_full<false>(dx, g, a, b, rows, n, as, bs, term);
     return;
   }
   // Broadcast operand: thread t owns columns [j0, j1) and sums every row into a
@@ -122,7 +131,7 @@ void binary_backward(T* dx,       // dx: (rows, n), or (n) with xs = 0
       const T* br = b + r * bs;
       for (int64_t j = j0; j < j1; ++j) acc[j - j0] += term(gr[j], ar[j], br[j]);
     }
-    for (int64_t j = j0; j < j1; ++j) dx[j] += static_cast<T>(acc[j - j0]);
+    for (int64_t j = j0; j < j1; ++j) dx[j] = (overwrite ? T(0) : dx[j]) + static_cast<T>(acc[j - j0]);
   }
 }
 
@@ -187,12 +196,17 @@ Tensor binary_op(const Tensor& a, const Tensor& b) {
       const T* B = b_val.defined() ? b_val.data<T>() : G;
       const int64_t as = a_val.defined() ? d.a_stride : d.n;
       const int64_t bs = b_val.defined() ? d.b_stride : d.n;
-      if (a_cell)
-        binary_backward<T>(a_cell->buffer().template data<T>(), G, A, B, d.rows, d.n, as, bs, d.a_stride,
+      bool fresh = false;
+      if (a_cell) {
+        T* dA = a_cell->buffer_for_write(fresh).template data<T>();
+        binary_backward<T>(dA, G, A, B, d.rows, d.n, as, bs, d.a_stride, fresh,
                            [](T g, T x, T y) { return Op::da(g, x, y); });
-      if (b_cell)
-        binary_backward<T>(b_cell->buffer().template data<T>(), G, A, B, d.rows, d.n, as, bs, d.b_stride,
+      }
+      if (b_cell) {
+        T* dB = b_cell->buffer_for_write(fresh).template data<T>();
+        binary_backward<T>(dB, G, A, B, d.rows, d.n, as, bs, d.b_stride, fresh,
                            [](T g, T x, T y) { return Op::db(g, x, y); });
+      }
     });
   });
   return out;

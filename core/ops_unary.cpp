@@ -3,16 +3,18 @@
 // df(v) = dy/dx written in terms of the one value the backward keeps, v = x or
 // v = y (saves). One generic template runs the loops and records the tape node.
 //
-// Backward accumulates (+=) into the input's gradient buffer (the tape zeroes it
-// once per step). Loops are flat over contiguous memory, OpenMP over elements.
+// Backward accumulates (+=) into the input's gradient buffer, or stores (=) when it
+// is the first contribution (GradCell::buffer_for_write: no zeroing pass). Loops are flat over contiguous memory, OpenMP over elements.
 // Always std:: math: seqmix::exp(const Tensor&) hides ::exp inside this namespace.
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/ops.h"
 #include "core/tape.h"
+#include "core/vmath.h"
 
 namespace seqmix {
 
@@ -72,11 +74,17 @@ struct SiluOp {
 
 // Exact GELU: x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2; gelu' = Phi(x) + x phi(x),
 // phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+// float32 goes through core/vmath.h (vectorised, and accurate in the left tail);
+// float64 keeps std::erf and is the reference the tests compare against.
 struct GeluOp {
   static constexpr const char* name = "gelu";
   static constexpr Saves saves = Saves::input;
-  template <class T> static T f(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(M_SQRT1_2))); }
+  template <class T> static T f(T x) {
+    if constexpr (std::is_same_v<T, float>) return vmath::gelu_f32(x);
+    return T(0.5) * x * (T(1) + std::erf(x * T(M_SQRT1_2)));
+  }
   template <class T> static T df(T x) {
+    if constexpr (std::is_same_v<T, float>) return vmath::gelu_grad_f32(x);
     const T cdf = T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2)));
     const T pdf = T(0.5 * M_2_SQRTPI * M_SQRT1_2) * std::exp(T(-0.5) * x * x);  // 1/sqrt(2 pi)
     return cdf + x * pdf;
@@ -118,7 +126,7 @@ Tensor unary_op(const Tensor& x) {
     using T = decltype(tag);
     const T* X = x.data<T>();
     T* Y = y.data<T>();
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) Y[i] = Op::f(X[i]);
   });
   if (!any_requires_grad({&x})) return y;
@@ -129,9 +137,15 @@ Tensor unary_op(const Tensor& x) {
       using T = decltype(tag);
       const T* G = grads[0].data<T>();
       const T* V = saved.data<T>();
-      T* dX = cell->buffer().template data<T>();
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-      for (int64_t i = 0; i < n; ++i) dX[i] += G[i] * Op::df(V[i]);
+      bool fresh = false;
+      T* dX = cell->buffer_for_write(fresh).template data<T>();
+      if (fresh) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+        for (int64_t i = 0; i < n; ++i) dX[i] = G[i] * Op::df(V[i]);
+      } else {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+        for (int64_t i = 0; i < n; ++i) dX[i] += G[i] * Op::df(V[i]);
+      }
     });
   });
   return y;

@@ -236,6 +236,12 @@ Tensor& GradCell::buffer() {
   return grad;
 }
 
+Tensor& GradCell::buffer_for_write(bool& overwrite) {
+  overwrite = !grad.defined();
+  if (overwrite) grad = Tensor::empty(shape, dtype);
+  return grad;
+}
+
 Tensor view_as_shape(const Tensor& t, const Shape& shape) {
   if (shape_numel(shape) != t.numel())
     throw ShapeError("reshape: cannot view " + shape_str(t.shape()) + " as " + shape_str(shape));

@@ -115,6 +115,11 @@ struct GradCell {
   DType dtype = DType::f32;
   // Returns the gradient buffer, allocating zeros on first use.
   Tensor& buffer();
+  // For a backward kernel that writes every element of its contribution: on the
+  // first contribution the buffer is allocated uninitialised and `overwrite` is set,
+  // and the kernel stores (=) instead of adding (+=). This saves zeroing the buffer
+  // and reading it back, a pass over memory per gradient.
+  Tensor& buffer_for_write(bool& overwrite);
 };
 
 // A tensor with a new shape over the same buffer, no autograd history.
