@@ -455,8 +455,10 @@ TEST(Config, EveryRegisteredMixerHasItsConfigs) {
   if (!fs::is_directory(dir)) GTEST_SKIP() << "no configs in " << dir;
   const SweepSpec sweep = load_sweep((dir / "sweeps" / "mqar.yaml").string());
   std::set<std::string> swept;
-  for (size_t i = 0; i < sweep.keys.size(); ++i)
-    if (sweep.keys[i] == "model.mixer.type") swept.insert(sweep.values[i].begin(), sweep.values[i].end());
+  for (const SweepAxis& axis : sweep.axes)
+    for (size_t k = 0; k < axis.keys.size(); ++k)
+      if (axis.keys[k] == "model.mixer.type")
+        for (const auto& point : axis.values) swept.insert(point[k]);
   for (const std::string& name : mixer_names()) {
     const Config mqar = load_config((dir / "mqar" / (name + ".yaml")).string());
     EXPECT_EQ(mqar.model.mixer.type, name);

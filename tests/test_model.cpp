@@ -210,14 +210,18 @@ TEST(Model, InitialisationFollowsSpec) {
   };
   for (auto& [name, p] : model.named_parameters()) {
     if (name == "embeddings.word_embeddings.weight" || name.find("mlp.fc1.weight") != std::string::npos ||
-        name.find("Wqkv.weight") != std::string::npos)
+        name.find("Wqkv.weight") != std::string::npos) {
       EXPECT_NEAR(stdev(p), 0.02, 0.002) << name;
-    if (name.find("out_proj.weight") != std::string::npos || name.find("mlp.fc2.weight") != std::string::npos)
+    }
+    if (name.find("out_proj.weight") != std::string::npos || name.find("mlp.fc2.weight") != std::string::npos) {
       EXPECT_NEAR(stdev(p), 0.02 / std::sqrt(8.0), 0.001) << name;
-    if (name.find("norm") != std::string::npos && name.find(".weight") != std::string::npos)
+    }
+    if (name.find("norm") != std::string::npos && name.find(".weight") != std::string::npos) {
       for (int64_t i = 0; i < p.numel(); ++i) ASSERT_EQ(p.f32()[i], 1.0f) << name;
-    if (name.find(".bias") != std::string::npos)
+    }
+    if (name.find(".bias") != std::string::npos) {
       for (int64_t i = 0; i < p.numel(); ++i) ASSERT_EQ(p.f32()[i], 0.0f) << name;
+    }
   }
 }
 
