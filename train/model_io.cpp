@@ -15,6 +15,7 @@ LoadedModel load_model(const std::string& checkpoint_path, const std::vector<std
   CheckpointData ck = read_checkpoint(lm.path);
   // A ConfigError names the checkpoint or the --set override at fault.
   lm.config = parse_config(ck.config_yaml, lm.path + " (config attribute)", overrides);
+  lm.trained_config = overrides.empty() ? lm.config : parse_config(ck.config_yaml, lm.path + " (config attribute)");
   Generator gen(0);
   LayerInit init{&gen, lm.config.model.n_layers, DType::f32};
   lm.model = std::make_unique<LanguageModel>(lm.config.model, init);
