@@ -15,6 +15,7 @@
 
 #include "core/tape.h"
 #include "train/checkpoint.h"
+#include "train/memory_estimate.h"
 
 namespace seqmix {
 
@@ -140,6 +141,8 @@ EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
 
 Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(config), out_dir_(out_dir) {
   const TrainingConfig& t = config_.training;
+  // Before the data and the model allocate anything.
+  check_memory_fits(config_, true, "this configuration");
   data_ = make_data_source(config_.data, t.batch_size, t.eval_batches);
   if (data_->vocab_size() > config_.model.vocab_size)
     throw std::invalid_argument("model.vocab_size = " + std::to_string(config_.model.vocab_size) +
