@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
+#include <vector>
 
 #include "train/checkpoint.h"
 #include "train/checkpoint_digest.h"
@@ -249,6 +251,31 @@ TEST_F(Integrity, AFailedWriteNamesTheOsErrorRemovesTheTemporaryAndKeepsTheOldFi
   EXPECT_FALSE(fs::exists(fs::symlink_status(path + ".tmp"))) << "the partial file was left behind";
   EXPECT_EQ(slurp(path), before);
   EXPECT_EQ(read_checkpoint(path).optimizer_step, 40);
+}
+
+// A diverged run's NaN weights used to be written and then accepted by info and eval.
+TEST_F(Integrity, NonFiniteCheckpointsAreNeitherWrittenNorRead) {
+  CheckpointData d = model_like();
+  d.adam_v[3].second.f32()[5] = std::numeric_limits<float>::infinity();
+  try {
+    write_checkpoint(path, d);
+    ADD_FAILURE() << "a checkpoint with an infinite moment was written";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("/optimizer/v/" + d.adam_v[3].first + "[5]"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(path));
+  // A file written by another tool (or an older seqmix) with NaN parameters is refused.
+  write_checkpoint(path, model_like());
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t ds = H5Dopen2(f, "/params/layers.0.norm1.weight", H5P_DEFAULT);
+  std::vector<float> v(32, std::numeric_limits<float>::quiet_NaN());
+  H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
+  H5Dclose(ds);
+  H5Fclose(f);
+  seal_checkpoint_digest(path);
+  const std::string msg = outcome(path);
+  EXPECT_NE(msg.find("non-finite values"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("/params/layers.0.norm1.weight[0]"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -135,6 +136,16 @@ void fsync_path(const std::string& p, bool directory) {
     ::fsync(fd);
     ::close(fd);
   }
+}
+
+// The first non-finite value of a group of tensors, as "/group/name[index]", or "".
+std::string first_non_finite(const NamedTensors& ts, const std::string& group) {
+  for (const auto& [name, t] : ts) {
+    const float* p = t.f32();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(p[i])) return group + "/" + name + "[" + std::to_string(i) + "] = " + std::to_string(p[i]);
+  }
+  return "";
 }
 
 // ---- reading ----
@@ -273,6 +284,16 @@ void write_hdf5(const Writer& w, const std::string& tmp, const CheckpointData& d
 
 void write_checkpoint(const std::string& path, const CheckpointData& data) {
   quiet_hdf5();
+  // A non-finite checkpoint cannot be resumed or evaluated: refuse it here, so
+  // that no caller can replace a good checkpoint with one.
+  for (const auto& [ts, group] : {std::pair{&data.params, "/params"}, std::pair{&data.adam_m, "/optimizer/m"},
+                                  std::pair{&data.adam_v, "/optimizer/v"}})
+    for (const auto& [name, t] : *ts)
+      if (t.dtype() != DType::f32) throw CheckpointError(path + ": tensor " + name + " is not float32");
+  for (const auto& [ts, group] : {std::pair{&data.params, "/params"}, std::pair{&data.adam_m, "/optimizer/m"},
+                                  std::pair{&data.adam_v, "/optimizer/v"}})
+    if (const std::string bad = first_non_finite(*ts, group); !bad.empty())
+      throw CheckpointError(path + ": refusing to write a non-finite checkpoint: " + bad);
   const std::string tmp = path + ".tmp";
   Writer w{path};
   errno = 0;
@@ -332,6 +353,10 @@ CheckpointData parse_hdf5(const std::string& path) {
           r.fail("optimizer moment " + (*moments)[i].first + " does not match /params/" + out.params[i].first);
     }
   }
+  for (const auto& [ts, group] : {std::pair{&out.params, "/params"}, std::pair{&out.adam_m, "/optimizer/m"},
+                                  std::pair{&out.adam_v, "/optimizer/v"}})
+    if (const std::string bad = first_non_finite(*ts, group); !bad.empty())
+      r.fail("holds non-finite values (from a diverged run?): " + bad);
   if (H5Lexists(file.get(), "tokenizer", H5P_DEFAULT) > 0) {
     Handle d(H5Dopen2(file.get(), "tokenizer", H5P_DEFAULT), H5Dclose);
     if (!d.ok()) r.fail("/tokenizer is not a dataset");
