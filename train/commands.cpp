@@ -13,6 +13,7 @@
 #include "core/tape.h"
 #include "data/errors.h"
 #include "train/checkpoint.h"
+#include "train/init_from.h"
 #include "train/model_io.h"
 #include "train/run_lock.h"
 #include "train/trainer.h"
@@ -45,6 +46,7 @@ int cmd_train(const TrainArgs& args) {
   std::string out_dir;
   std::unique_ptr<RunLock> lock;  // held until the run ends: one writer per directory
   if (!args.resume_dir.empty()) {
+    if (!args.init_from.empty()) throw std::invalid_argument("--resume continues a run; --init-from starts a new one");
     if (!args.config_path.empty())
       throw std::invalid_argument("--resume takes its configuration from the checkpoint; drop CONFIG (--set may "
                                   "change the learning rate, the schedule, the number of steps and logging)");
@@ -66,6 +68,7 @@ int cmd_train(const TrainArgs& args) {
                                   "remove the directory or choose another --out");
     std::cout << "# resolved configuration\n" << to_yaml(cfg) << std::flush;
     trainer = std::make_unique<Trainer>(cfg, out_dir);
+    if (!args.init_from.empty()) init_weights_from(args.init_from, trainer->model(), trainer->data());
   }
   install_stop_signal_handlers();
   TrainResult r = trainer->run();

@@ -19,6 +19,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;  // --set a.b=c
   std::string out_dir;                 // default: runs/<config file stem>
   std::string resume_dir;              // --resume DIR
+  std::string init_from;               // --init-from CKPT: its weights, a fresh optimizer
 };
 
 struct EvalArgs {

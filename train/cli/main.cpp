@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "train/cmd_logits.h"
 #include "train/commands.h"
 #include "train/sweep.h"
 
@@ -19,6 +20,10 @@ int main(int argc, char** argv) {
   train->add_option("--out", train_args.out_dir, "Run directory (default: runs/<config name>)");
   train->add_option("--resume", train_args.resume_dir, "Continue the run in DIR from its checkpoint")
       ->check(CLI::ExistingDirectory);
+  train->add_option("--init-from", train_args.init_from,
+                    "Start from the weights of this checkpoint (names and shapes must match CONFIG's model; "
+                    "fresh optimizer)")
+      ->check(CLI::ExistingFile);
 
   EvalArgs eval_args;
   auto* eval = app.add_subcommand("eval", "Loss and accuracy of a checkpoint on its task or a text file, as JSON");
@@ -42,6 +47,16 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   sample->add_option("--seed", sample_args.options.seed, "Sampling seed");
 
+  LogitsArgs logits_args;
+  auto* logits = app.add_subcommand("logits", "Logits of a token sequence under a checkpoint, as JSON or .npy");
+  logits->add_option("CHECKPOINT", logits_args.checkpoint, "checkpoint.h5 or a run directory")->required();
+  logits->add_option("--tokens", logits_args.tokens, "Token ids, e.g. 1,2,3");
+  logits->add_option("--tokens-file", logits_args.tokens_file, "A file of token ids (commas or whitespace)")
+      ->check(CLI::ExistingFile);
+  logits->add_option("--text", logits_args.text, "Text, encoded with the checkpoint's tokenizer");
+  logits->add_option("--npy", logits_args.npy, "Write the (L, V) float32 logits to this .npy file, not the JSON");
+  logits->add_flag("--recurrent", logits_args.recurrent, "Feed one token at a time through the recurrent forms");
+
   SweepArgs sweep_args;
   auto* sweep = app.add_subcommand("sweep", "Run a grid of experiments and collect results.csv");
   sweep->add_option("SWEEP", sweep_args.sweep_path, "Sweep YAML: base config + grid")->required()->check(CLI::ExistingFile);
@@ -54,6 +69,7 @@ int main(int argc, char** argv) {
   if (*eval) return report_errors("eval", [&] { return cmd_eval(eval_args, std::cout); });
   if (*info) return report_errors("info", [&] { return cmd_info(info_path, std::cout); });
   if (*sample) return report_errors("sample", [&] { return cmd_sample(sample_args, std::cout); });
+  if (*logits) return report_errors("logits", [&] { return cmd_logits(logits_args, std::cout); });
   if (*sweep) return report_errors("sweep", [&] { return cmd_sweep(sweep_args, argv[0]); });
   return 1;
 }
