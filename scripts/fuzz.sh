@@ -18,14 +18,14 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--seconds N | --runs N]" >&2; exit 2 ;;
 esac
-targets=(fuzz_config fuzz_checkpoint fuzz_recall fuzz_text)
+targets=(fuzz_config fuzz_checkpoint fuzz_recall fuzz_text fuzz_token_file)
 
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DSEQMIX_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j2 --target "${targets[@]}"
 
 seeds=build-fuzz/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{fuzz_config,fuzz_checkpoint,fuzz_recall,fuzz_text}
+mkdir -p "$seeds"/{fuzz_config,fuzz_checkpoint,fuzz_recall,fuzz_text,fuzz_token_file}
 n=0
 for f in configs/*/*.yaml; do
   n=$((n + 1))
@@ -65,6 +65,15 @@ PY
   rm -rf "$tmp"
 fi
 printf 'not a checkpoint' > "$seeds/fuzz_checkpoint/text"
+# Token files: a nanoGPT .bin and an llm.c shard (header: magic 20240520, version 1, count).
+/usr/bin/python3 - "$seeds/fuzz_token_file" <<'PY'
+import struct, sys
+d = sys.argv[1]
+toks = [i * 7 % 50 for i in range(64)]
+open(d + '/nanogpt', 'wb').write(bytes([0x11]) + struct.pack('<%dH' % len(toks), *toks))
+header = [20240520, 1, len(toks)] + [0] * 253
+open(d + '/llmc', 'wb').write(bytes([0x26]) + struct.pack('<256i', *header) + struct.pack('<%dH' % len(toks), *toks))
+PY
 
 status=0
 for t in "${targets[@]}"; do
