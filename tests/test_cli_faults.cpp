@@ -128,15 +128,20 @@ TEST(CliFaults, StopSignalsCheckpointAndASecondWriterIsRefused) {
 
 TEST(CliFaults, ASecondSignalEndsTheRunAtOnce) {
   const fs::path dir = temp_dir("twice");
-  // Slow steps, so that the second signal arrives while the first one's step runs.
+  // Slow steps, so that the second signal arrives while the first one's step runs
   std::string text = kLong;
-  text.replace(text.find("d_model: 64"), 11, "d_model: 256");
+  // (hundreds of milliseconds each even on a fast machine).
+  text.replace(text.find("d_model: 64"), 11, "d_model: 512");
+  text.replace(text.find("batch_size: 32"), 14, "batch_size: 96");
   const std::string cfg = write_file(dir / "slow.yaml", text);
   const fs::path out = dir / "run";
   pid_t pid = spawn({"train", cfg, "--out", out.string()}, dir / "log.txt");
   ASSERT_TRUE(wait_for_first_step(out)) << slurp(dir / "log.txt");
   kill(pid, SIGINT);
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Two signals sent back to back may be delivered as one: send the second once the
+  // first has been handled (its handler prints a line).
+  for (int i = 0; i < 3000 && slurp(dir / "log.txt").find("signal again to quit") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   kill(pid, SIGINT);
   int status = 0;
   waitpid(pid, &status, 0);
