@@ -6,6 +6,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -251,6 +252,17 @@ TEST_F(Integrity, AFailedWriteNamesTheOsErrorRemovesTheTemporaryAndKeepsTheOldFi
   EXPECT_FALSE(fs::exists(fs::symlink_status(path + ".tmp"))) << "the partial file was left behind";
   EXPECT_EQ(slurp(path), before);
   EXPECT_EQ(read_checkpoint(path).optimizer_step, 40);
+}
+
+// Found by fuzz_checkpoint: an h5py-written (undigested) file on which HDF5 loops
+// forever. The child process that parses it first is stopped after its time limit.
+TEST_F(Integrity, AnUndigestedFileOnWhichHdf5HangsIsRefused) {
+  const std::string p = std::string(SEQMIX_SOURCE_DIR) + "/tests/data/fuzz_checkpoint_hang.h5";
+  ASSERT_TRUE(fs::exists(p));
+  const auto start = std::chrono::steady_clock::now();
+  const std::string msg = outcome(p);
+  EXPECT_NE(msg.find("did not finish reading it within"), std::string::npos) << msg;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(120));
 }
 
 // A diverged run's NaN weights used to be written and then accepted by info and eval.
