@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <sstream>
 
@@ -95,16 +96,30 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  // Checked: a shape from a config or a file can ask for more than 2^63 elements,
+  // and a wrapped product would allocate a wrong-sized buffer.
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw ShapeError("tensor shape " + shape_str(s) + " has more than 2^63 elements");
   return n;
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dt) {
   check_shape_valid(shape);
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<size_t>(shape_numel(shape)), dtype_size(dt), &bytes))
+    throw ShapeError("tensor shape " + shape_str(shape) + " needs more than 2^64 bytes");
   Tensor t;
   t.impl_ = std::make_shared<TensorImpl>();
-  t.impl_->buffer = allocate(static_cast<size_t>(shape_numel(shape)) * dtype_size(dt));
+  if (bytes > (size_t{1} << 62)) throw ShapeError("tensor shape " + shape_str(shape) + " needs more than 2^62 bytes");
+  try {
+    t.impl_->buffer = allocate(bytes);
+  } catch (const std::bad_alloc&) {
+    // A bare "std::bad_alloc" does not say which tensor or how much.
+    throw ShapeError("out of memory allocating " + std::to_string(bytes >> 20) + " MiB for a tensor of shape " +
+                     shape_str(shape));
+  }
   t.impl_->shape = shape;
   t.impl_->dtype = dt;
   return t;
@@ -128,7 +143,8 @@ Tensor from_vec(const Shape& shape, const std::vector<T>& v) {
   if (static_cast<int64_t>(v.size()) != shape_numel(shape))
     throw ShapeError("from_vector: " + std::to_string(v.size()) + " values for shape " + shape_str(shape));
   Tensor t = Tensor::empty(shape, dtype_of<T>());
-  std::memcpy(t.data<T>(), v.data(), v.size() * sizeof(T));
+  // An empty vector's data() may be null, and memcpy's pointers must not be, even for 0 bytes.
+  if (!v.empty()) std::memcpy(t.data<T>(), v.data(), v.size() * sizeof(T));
   return t;
 }
 }  // namespace

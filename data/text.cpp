@@ -230,7 +230,7 @@ std::string Tokenizer::vocabulary_utf8() const {
 
 // ---------------------------------------------------------------- TextCorpus
 
-TextCorpus TextCorpus::load(const TextOptions& options, const Tokenizer* tokenizer) {
+TextCorpus TextCorpus::load(const TextOptions& options, const Tokenizer* tokenizer, bool all_validation) {
   namespace fs = std::filesystem;
   const std::string where = "text corpus '" + options.path + "'";
   if (options.path.empty()) throw DataError("text corpus: no path given (text option path)");
@@ -247,11 +247,12 @@ TextCorpus TextCorpus::load(const TextOptions& options, const Tokenizer* tokeniz
   std::ostringstream buf;
   buf << in.rdbuf();
   if (in.bad()) throw DataError(where + ": read error (" + std::strerror(errno) + ")");
-  return from_text(buf.str(), options, options.path, tokenizer);
+  return from_text(buf.str(), options, options.path, tokenizer, all_validation);
 }
 
 TextCorpus TextCorpus::from_text(std::string_view text, const TextOptions& options,
-                                 const std::string& name, const Tokenizer* tokenizer) {
+                                 const std::string& name, const Tokenizer* tokenizer,
+                                 bool all_validation) {
   const std::string where = "text corpus '" + name + "'";
   check_kind(options.tokenizer, (where + ": text option tokenizer").c_str());
   if (options.seq_len < 1)
@@ -275,9 +276,14 @@ TextCorpus TextCorpus::from_text(std::string_view text, const TextOptions& optio
   }
   const int64_t n = static_cast<int64_t>(c.tokens_.size());
   // nanoGPT: n_train = int(n * 0.9), the same double arithmetic.
-  c.n_train_ = static_cast<int64_t>(static_cast<double>(n) * options.train_fraction);
+  c.n_train_ = all_validation ? 0 : static_cast<int64_t>(static_cast<double>(n) * options.train_fraction);
+  // seq_len + 1 cannot overflow: seq_len is checked against the token count first.
+  if (options.seq_len >= n)
+    throw DataError(where + ": the text has " + std::to_string(n) + " tokens, fewer than seq_len + 1 = " +
+                    (options.seq_len == INT64_MAX ? std::string("2^63") : std::to_string(options.seq_len + 1)));
   const int64_t need = options.seq_len + 1;
   for (Split s : {Split::train, Split::test}) {
+    if (all_validation && s == Split::train) continue;
     if (c.num_tokens(s) < need)
       throw DataError(where + ": the " + (s == Split::train ? "train" : "validation") +
                       " split has " + std::to_string(c.num_tokens(s)) +

@@ -66,11 +66,14 @@ class TextCorpus {
   // invalid options, and when a split is shorter than seq_len + 1 tokens.
   // With `tokenizer`, encodes with it (e.g. the one of a checkpoint) instead of
   // building one from the text.
-  static TextCorpus load(const TextOptions& options, const Tokenizer* tokenizer = nullptr);
+  // With all_validation, every token is in the validation split (test) and the
+  // train split is empty: for scoring a model on a file it was not trained on.
+  static TextCorpus load(const TextOptions& options, const Tokenizer* tokenizer = nullptr,
+                         bool all_validation = false);
   // The same from text in memory; `name` stands for the path in messages.
   static TextCorpus from_text(std::string_view text, const TextOptions& options,
                               const std::string& name = "<memory>",
-                              const Tokenizer* tokenizer = nullptr);
+                              const Tokenizer* tokenizer = nullptr, bool all_validation = false);
 
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const TextOptions& options() const { return options_; }

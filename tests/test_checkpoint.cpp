@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "train/checkpoint.h"
+#include "train/checkpoint_digest.h"
 
 using namespace seqmix;
 namespace fs = std::filesystem;
@@ -61,6 +62,7 @@ class CheckpointTest : public ::testing::Test {
     H5Awrite(a, H5T_NATIVE_INT64, &value);
     H5Aclose(a);
     H5Fclose(f);
+    seal_checkpoint_digest(path);  // the edit is deliberate: test what lies behind the digest
   }
 
   fs::path dir;
@@ -134,6 +136,7 @@ TEST_F(CheckpointTest, RefusesAnotherFormat) {
   H5Sclose(s);
   H5Tclose(t);
   H5Fclose(f);
+  seal_checkpoint_digest(path);
   std::string msg = error_of([&] { read_checkpoint(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("format is 'pytorch'"), std::string::npos) << msg;
@@ -151,6 +154,7 @@ TEST_F(CheckpointTest, RefusesAMissingTensorGroupOrMoment) {
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   H5Ldelete(f, "/optimizer/m/norm_f.weight", H5P_DEFAULT);
   H5Fclose(f);
+  seal_checkpoint_digest(path);
   std::string msg = error_of([&] { read_checkpoint(path); });
   EXPECT_NE(msg.find("optimizer moments do not match"), std::string::npos) << msg;
 
@@ -158,6 +162,7 @@ TEST_F(CheckpointTest, RefusesAMissingTensorGroupOrMoment) {
   f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   H5Ldelete(f, "/params", H5P_DEFAULT);
   H5Fclose(f);
+  seal_checkpoint_digest(path);
   msg = error_of([&] { read_checkpoint(path); });
   EXPECT_NE(msg.find("/params is missing"), std::string::npos) << msg;
 }
@@ -195,6 +200,10 @@ TEST_F(CheckpointTest, RefusesCorruptedTensorData) {
     out << bytes;
   }
   std::string msg = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(msg.find("SHA-256 digest"), std::string::npos) << msg;
+  // Behind the digest, HDF5's Fletcher-32 checksum still catches it.
+  seal_checkpoint_digest(path);
+  msg = error_of([&] { read_checkpoint(path); });
   EXPECT_NE(msg.find("corrupted"), std::string::npos) << msg;
 }
 

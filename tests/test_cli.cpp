@@ -89,8 +89,11 @@ TEST(Cli, KillNineAtSeveralPointsThenResumeIsBitIdentical) {
       execl(SEQMIX_BINARY, SEQMIX_BINARY, "train", cfg.c_str(), "--out", cut.c_str(), (char*)nullptr);
       _exit(127);
     }
-    // Wait for the first checkpoint, then kill at an arbitrary moment after it.
-    for (int i = 0; i < 600 && !fs::exists(cut / "checkpoint.h5"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Wait for the first checkpoint (generously: a loaded machine or a sanitizer
+    // build is many times slower), then kill at an arbitrary moment after it.
+    for (int i = 0; i < 30000 && !fs::exists(cut / "checkpoint.h5"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(fs::exists(cut / "checkpoint.h5")) << "no checkpoint after 300 s";
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     kill(pid, SIGKILL);
     int status = 0;

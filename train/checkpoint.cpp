@@ -1,19 +1,36 @@
 // HDF5 checkpoint reading and writing through the HDF5 C API.
 //
-// Integrity: the file is created with the newest format bounds (metadata carries
-// checksums) and every non-empty dataset is chunked with the Fletcher-32 filter,
-// so a flipped byte in tensor data is reported instead of loaded. Any HDF5 tool
-// (h5py, h5dump) reads both.
+// Integrity: every file seqmix writes carries a SHA-256 digest of its HDF5 bytes
+// in an HDF5 user block (train/checkpoint_digest.h), checked before HDF5 parses
+// anything, because HDF5's parser can crash on damaged metadata. A file without
+// the digest (written by h5py, say) is first parsed in a child process, so that
+// a crash there becomes a refusal. Inside, metadata carries HDF5's own checksums
+// (newest format bounds) and tensors the Fletcher-32 filter. Any HDF5 tool (h5py,
+// h5dump) reads the files: HDF5 skips the user block.
 #include "train/checkpoint.h"
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <spdlog/spdlog.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+
+#include <cerrno>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <vector>
+
+#include "train/checkpoint_digest.h"
+
+// Set by libFuzzer in fuzz builds; absent (null) otherwise.
+extern "C" void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
 
 namespace seqmix {
 
@@ -51,13 +68,19 @@ void quiet_hdf5() {
   (void)done;
 }
 
+// The OS error behind a failed HDF5 call (HDF5 leaves errno from the failed
+// system call): "No space left on device" says more than "cannot write".
+std::string os_reason() {
+  return errno != 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string();
+}
+
 struct Writer {
   std::string path;  // the final path, for messages
   void check(herr_t status, const std::string& what) const {
-    if (status < 0) throw CheckpointError(path + ": cannot write " + what);
+    if (status < 0) throw CheckpointError(path + ": cannot write " + what + os_reason());
   }
   Handle check(hid_t id, herr_t (*close)(hid_t), const std::string& what) const {
-    if (id < 0) throw CheckpointError(path + ": cannot write " + what);
+    if (id < 0) throw CheckpointError(path + ": cannot write " + what + os_reason());
     return Handle(id, close);
   }
 };
@@ -119,6 +142,16 @@ void fsync_path(const std::string& p, bool directory) {
     ::fsync(fd);
     ::close(fd);
   }
+}
+
+// The first non-finite value of a group of tensors, as "/group/name[index]", or "".
+std::string first_non_finite(const NamedTensors& ts, const std::string& group) {
+  for (const auto& [name, t] : ts) {
+    const float* p = t.f32();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(p[i])) return group + "/" + name + "[" + std::to_string(i) + "] = " + std::to_string(p[i]);
+  }
+  return "";
 }
 
 // ---- reading ----
@@ -208,17 +241,16 @@ NamedTensors read_tensor_group(const Reader& r, hid_t parent, const std::string&
   return out;
 }
 
-}  // namespace
-
-void write_checkpoint(const std::string& path, const CheckpointData& data) {
-  quiet_hdf5();
-  const std::string tmp = path + ".tmp";
-  Writer w{path};
+void write_hdf5(const Writer& w, const std::string& tmp, const CheckpointData& data) {
+  const std::string& path = w.path;
   {
     Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
     // The newest on-disk format: its metadata blocks carry checksums.
     H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST);
-    Handle file = w.check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose,
+    // Room in front of the HDF5 data for the digest header.
+    Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+    w.check(H5Pset_userblock(fcpl.get(), kDigestBlockSize), "the user block");
+    Handle file = w.check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), H5Fclose,
                           "temporary file " + tmp);
     write_string_attr(w, file.get(), "format", "seqmix");
     write_int_attr(w, file.get(), "format_version", kCheckpointFormatVersion);
@@ -249,20 +281,51 @@ void write_checkpoint(const std::string& path, const CheckpointData& data) {
       for (const auto& [k, v] : data.train_u64) write_scalar<uint64_t>(w, g.get(), k, H5T_STD_U64LE, H5T_NATIVE_UINT64, v);
       for (const auto& [k, v] : data.train_f64) write_scalar<double>(w, g.get(), k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, v);
     }
-    w.check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "file");
-    if (H5Fclose(file.release()) < 0) throw CheckpointError(path + ": cannot close " + tmp);
+    w.check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "file " + tmp);
+    if (H5Fclose(file.release()) < 0) throw CheckpointError(path + ": cannot close " + tmp + os_reason());
   }
-  fsync_path(tmp, false);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw CheckpointError(path + ": cannot rename " + tmp + " over it");
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string& path, const CheckpointData& data) {
+  quiet_hdf5();
+  // A non-finite checkpoint cannot be resumed or evaluated: refuse it here, so
+  // that no caller can replace a good checkpoint with one.
+  for (const auto& [ts, group] : {std::pair{&data.params, "/params"}, std::pair{&data.adam_m, "/optimizer/m"},
+                                  std::pair{&data.adam_v, "/optimizer/v"}})
+    for (const auto& [name, t] : *ts)
+      if (t.dtype() != DType::f32) throw CheckpointError(path + ": tensor " + name + " is not float32");
+  for (const auto& [ts, group] : {std::pair{&data.params, "/params"}, std::pair{&data.adam_m, "/optimizer/m"},
+                                  std::pair{&data.adam_v, "/optimizer/v"}})
+    if (const std::string bad = first_non_finite(*ts, group); !bad.empty())
+      throw CheckpointError(path + ": refusing to write a non-finite checkpoint: " + bad);
+  const std::string tmp = path + ".tmp";
+  Writer w{path};
+  errno = 0;
+  try {
+    write_hdf5(w, tmp, data);
+    seal_checkpoint_digest(tmp);
+  } catch (...) {
+    // A partial file helps nobody and may fill the disk further; the previous
+    // checkpoint at `path` is untouched.
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string reason = os_reason();
+    std::remove(tmp.c_str());
+    throw CheckpointError(path + ": cannot rename " + tmp + " over it" + reason);
+  }
   fsync_path(std::filesystem::path(path).parent_path().empty() ? "." : std::filesystem::path(path).parent_path().string(),
              true);
 }
 
-CheckpointData read_checkpoint(const std::string& path) {
-  quiet_hdf5();
+namespace {
+
+// Everything HDF5 reads; only for a file whose digest matched, or in a child process.
+CheckpointData parse_hdf5(const std::string& path) {
   Reader r{path};
-  if (!std::filesystem::exists(path)) r.fail("no such file");
-  if (std::filesystem::file_size(path) == 0) r.fail("the file is empty");
   if (H5Fis_hdf5(path.c_str()) <= 0)
     r.fail("not an HDF5 file, or truncated or corrupted (the HDF5 superblock is unreadable)");
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
@@ -296,6 +359,10 @@ CheckpointData read_checkpoint(const std::string& path) {
           r.fail("optimizer moment " + (*moments)[i].first + " does not match /params/" + out.params[i].first);
     }
   }
+  for (const auto& [ts, group] : {std::pair{&out.params, "/params"}, std::pair{&out.adam_m, "/optimizer/m"},
+                                  std::pair{&out.adam_v, "/optimizer/v"}})
+    if (const std::string bad = first_non_finite(*ts, group); !bad.empty())
+      r.fail("holds non-finite values (from a diverged run?): " + bad);
   if (H5Lexists(file.get(), "tokenizer", H5P_DEFAULT) > 0) {
     Handle d(H5Dopen2(file.get(), "tokenizer", H5P_DEFAULT), H5Dclose);
     if (!d.ok()) r.fail("/tokenizer is not a dataset");
@@ -326,6 +393,98 @@ CheckpointData read_checkpoint(const std::string& path) {
     }
   }
   return out;
+}
+
+// Parses an undigested file in a child process first: if HDF5 crashes on it, the
+// child dies instead of seqmix, and the file is refused.
+void probe_in_child(const std::string& path) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw CheckpointError(path + ": cannot check the file (pipe: " + std::strerror(errno) + ")");
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw CheckpointError(path + ": cannot check the file (fork: " + std::strerror(errno) + ")");
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    // Under a fuzzer, a crash here is the expected outcome the parent reports, not
+    // a finding: do not let the sanitizer's death callback record it as one.
+    if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(nullptr);
+    int code = 0;
+    std::string msg;
+    try {
+      parse_hdf5(path);
+    } catch (const std::exception& e) {
+      msg = e.what();
+      code = 1;
+    }
+    if (!msg.empty() && ::write(fds[1], msg.data(), msg.size()) < 0) code = 2;
+    ::_exit(code);  // no atexit handlers, no flushing of the parent's buffers
+  }
+  ::close(fds[1]);
+  // HDF5 can also loop forever on a damaged file (found by fuzz_checkpoint): give
+  // the child a time limit generous for any real file (30 s + 1 s per 50 MB).
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  const double limit_s = 30.0 + (ec ? 0.0 : static_cast<double>(bytes) / 50e6);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit_s);
+  std::string msg;
+  char buf[512];
+  bool timed_out = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd pfd{fds[0], POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    if (ready < 0 && errno != EINTR) break;
+    if (ready <= 0) continue;
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the child closed its end: it has finished
+    msg.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out)
+    throw CheckpointError(path + ": the file is damaged: the HDF5 library did not finish reading it within " +
+                          std::to_string(static_cast<int>(limit_s)) + " s");
+  if (WIFSIGNALED(status))
+    throw CheckpointError(path + ": the file is damaged: the HDF5 library crashed reading it (signal " +
+                          std::to_string(WTERMSIG(status)) + ")");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (msg.rfind(path, 0) == 0) throw CheckpointError(msg);
+    throw CheckpointError(path + ": the file is damaged" + (msg.empty() ? std::string() : ": " + msg));
+  }
+}
+
+}  // namespace
+
+CheckpointData read_checkpoint(const std::string& path) {
+  quiet_hdf5();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw CheckpointError(path + ": no such file");
+  if (std::filesystem::is_directory(path, ec)) throw CheckpointError(path + ": is a directory, not a checkpoint file");
+  if (std::filesystem::file_size(path, ec) == 0) throw CheckpointError(path + ": the file is empty");
+  if (verify_checkpoint_digest(path) == DigestStatus::absent) {
+    spdlog::warn("{}: has no seqmix digest (written by another tool?); its integrity cannot be verified", path);
+    probe_in_child(path);
+  }
+  try {
+    return parse_hdf5(path);
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    // e.g. a dataset whose shape overflows: the file is not a usable checkpoint.
+    throw CheckpointError(path + ": " + e.what());
+  }
 }
 
 void load_named(const std::string& path, const NamedTensors& stored, const NamedTensors& into, const std::string& what) {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "train/checkpoint.h"
 #include "train/init_from.h"
 #include "train/model_io.h"
+#include "train/run_lock.h"
 #include "train/trainer.h"
 
 namespace seqmix {
@@ -42,24 +44,40 @@ int report_errors(const std::string& command, const std::function<int()>& f) {
 int cmd_train(const TrainArgs& args) {
   std::unique_ptr<Trainer> trainer;
   std::string out_dir;
+  std::unique_ptr<RunLock> lock;  // held until the run ends: one writer per directory
   if (!args.resume_dir.empty()) {
     if (!args.init_from.empty()) throw std::invalid_argument("--resume continues a run; --init-from starts a new one");
-    if (!args.config_path.empty() || !args.overrides.empty())
-      throw std::invalid_argument("--resume takes its configuration from the checkpoint; drop CONFIG and --set");
+    if (!args.config_path.empty())
+      throw std::invalid_argument("--resume takes its configuration from the checkpoint; drop CONFIG (--set may "
+                                  "change the learning rate, the schedule, the number of steps and logging)");
     out_dir = args.resume_dir;
-    trainer = Trainer::resume(out_dir);
+    lock = std::make_unique<RunLock>(out_dir);
+    trainer = Trainer::resume(out_dir, args.overrides);
   } else {
     if (args.config_path.empty()) throw std::invalid_argument("a CONFIG file (or --resume DIR) is required");
     Config cfg = load_config(args.config_path, args.overrides);
     out_dir = args.out_dir.empty() ? (fs::path("runs") / fs::path(args.config_path).stem()).string() : args.out_dir;
+    lock = std::make_unique<RunLock>(out_dir);
     if (fs::exists(fs::path(out_dir) / "checkpoint.h5"))
       throw std::invalid_argument("'" + out_dir + "' already holds a run (checkpoint.h5): continue it with --resume " +
                                   out_dir + " or choose another --out");
+    // A run stopped before its first checkpoint leaves metrics.jsonl; a new run
+    // appending to it would mix two runs' steps.
+    if (fs::exists(fs::path(out_dir) / "metrics.jsonl"))
+      throw std::invalid_argument("'" + out_dir + "' holds an earlier run's metrics.jsonl but no checkpoint to resume; "
+                                  "remove the directory or choose another --out");
     std::cout << "# resolved configuration\n" << to_yaml(cfg) << std::flush;
     trainer = std::make_unique<Trainer>(cfg, out_dir);
     if (!args.init_from.empty()) init_weights_from(args.init_from, trainer->model(), trainer->data());
   }
+  install_stop_signal_handlers();
   TrainResult r = trainer->run();
+  if (r.stopped_by_signal) {
+    std::cout << "stopped by " << (r.stopped_by_signal == SIGINT ? "SIGINT" : "SIGTERM") << " at step " << r.steps
+              << "; checkpoint written to " << (fs::path(out_dir) / "checkpoint.h5").string()
+              << "; continue with: seqmix train --resume " << out_dir << std::endl;
+    return 128 + r.stopped_by_signal;
+  }
   char line[512];
   std::snprintf(line, sizeof line,
                 "done: %lld steps in %.1fs | train loss %.4f | valid loss %.4f | valid accuracy %.4f (best %.4f)%s | "
@@ -96,7 +114,12 @@ int cmd_train(const TrainArgs& args) {
 int cmd_eval(const EvalArgs& args, std::ostream& out) {
   LoadedModel lm = load_model(args.checkpoint, args.overrides);
   const Tokenizer* tok = lm.tokenizer ? &*lm.tokenizer : nullptr;
-  auto data = make_data_source(lm.config.data, lm.config.training.batch_size, lm.config.training.eval_batches, tok);
+  // On a text file other than the one trained on, every token is scored (there is
+  // no training part to hold out); on the training file, its validation split.
+  const bool other_text = lm.config.data.kind == "text" &&
+                          (lm.trained_config.data.kind != "text" || lm.config.data.text.path != lm.trained_config.data.text.path);
+  auto data = make_data_source(lm.config.data, lm.config.training.batch_size,
+                               other_text ? 0 : lm.config.training.eval_batches, tok, other_text);
   EvalResult e = evaluate(*lm.model, *data);
   nlohmann::json j;
   j["checkpoint"] = lm.path;

@@ -72,13 +72,15 @@ class RecallSource : public DataSource {
 
 class TextSource : public DataSource {
  public:
-  TextSource(const DataOptions& opt, int64_t batch, int64_t eval_batches, const Tokenizer* tok)
+  TextSource(const DataOptions& opt, int64_t batch, int64_t eval_batches, const Tokenizer* tok, bool whole)
       : batch_(batch),
         eval_batches_(eval_batches),
-        corpus_(TextCorpus::load(opt.text, tok)),
+        whole_(whole),
+        corpus_(TextCorpus::load(opt.text, tok, whole)),
         rng_(hash_counter(opt.seed, 0x7e47)) {}
 
   Batch next_train_batch() override {
+    if (whole_) throw DataError("text corpus '" + corpus_.options().path + "' was loaded for evaluation only");
     std::vector<int32_t> in, lab;
     corpus_.sample_batch(Split::train, batch_, rng_, in, lab);
     return to_batch(batch_, corpus_.seq_len(), in, lab);
@@ -106,14 +108,17 @@ class TextSource : public DataSource {
   const Tokenizer* tokenizer() const override { return &corpus_.tokenizer(); }
   std::string describe() const override {
     std::ostringstream os;
-    os << "text " << corpus_.options().path << ": " << corpus_.tokenizer().kind() << " tokenizer, V="
-       << vocab_size() << ", " << corpus_.num_tokens(Split::train) << " train / " << corpus_.num_tokens(Split::test)
-       << " validation tokens, L=" << seq_len();
+    os << "text " << corpus_.options().path << ": " << corpus_.tokenizer().kind() << " tokenizer, V=" << vocab_size();
+    if (whole_) os << ", all " << corpus_.num_tokens(Split::test) << " tokens evaluated, L=" << seq_len();
+    else
+      os << ", " << corpus_.num_tokens(Split::train) << " train / " << corpus_.num_tokens(Split::test)
+         << " validation tokens, L=" << seq_len();
     return os.str();
   }
 
  private:
   int64_t batch_, eval_batches_;
+  bool whole_;
   TextCorpus corpus_;
   Generator rng_;
 };
@@ -121,9 +126,9 @@ class TextSource : public DataSource {
 }  // namespace
 
 std::unique_ptr<DataSource> make_data_source(const DataOptions& opt, int64_t batch_size, int64_t eval_batches,
-                                             const Tokenizer* tokenizer) {
+                                             const Tokenizer* tokenizer, bool whole_text) {
   if (opt.kind == "recall") return std::make_unique<RecallSource>(opt, batch_size);
-  if (opt.kind == "text") return std::make_unique<TextSource>(opt, batch_size, eval_batches, tokenizer);
+  if (opt.kind == "text") return std::make_unique<TextSource>(opt, batch_size, eval_batches, tokenizer, whole_text);
   throw DataError("data.kind '" + opt.kind + "' is not one of recall, text");
 }
 

@@ -42,7 +42,9 @@ class DataSource {
 // batch_size: the training and evaluation batch; eval_batches: text only, the
 // number of validation batches per evaluation (0 = the whole split).
 // tokenizer: for text, encode with this one (e.g. from a checkpoint).
+// whole_text: text only, evaluate on every token of the file (eval on a file the
+// model was not trained on) instead of its last 10%; there is no training split.
 std::unique_ptr<DataSource> make_data_source(const DataOptions& opt, int64_t batch_size, int64_t eval_batches,
-                                             const Tokenizer* tokenizer = nullptr);
+                                             const Tokenizer* tokenizer = nullptr, bool whole_text = false);
 
 }  // namespace seqmix

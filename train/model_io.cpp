@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "train/memory_estimate.h"
+
 namespace seqmix {
 
 std::string checkpoint_path_of(const std::string& p) {
@@ -15,6 +17,8 @@ LoadedModel load_model(const std::string& checkpoint_path, const std::vector<std
   CheckpointData ck = read_checkpoint(lm.path);
   // A ConfigError names the checkpoint or the --set override at fault.
   lm.config = parse_config(ck.config_yaml, lm.path + " (config attribute)", overrides);
+  lm.trained_config = overrides.empty() ? lm.config : parse_config(ck.config_yaml, lm.path + " (config attribute)");
+  check_memory_fits(lm.config, false, lm.path + ": the model in its config attribute");
   Generator gen(0);
   LayerInit init{&gen, lm.config.model.n_layers, DType::f32};
   lm.model = std::make_unique<LanguageModel>(lm.config.model, init);

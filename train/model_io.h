@@ -15,7 +15,8 @@ namespace seqmix {
 
 struct LoadedModel {
   std::string path;
-  Config config;
+  Config config;          // with the overrides applied
+  Config trained_config;  // as the checkpoint holds it
   std::unique_ptr<LanguageModel> model;
   std::optional<Tokenizer> tokenizer;  // text runs only
   int64_t step = 0;                    // training steps behind these weights

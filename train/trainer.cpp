@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +15,7 @@
 
 #include "core/tape.h"
 #include "train/checkpoint.h"
+#include "train/memory_estimate.h"
 
 namespace seqmix {
 
@@ -51,7 +54,71 @@ LrSchedule make_schedule(const Config& c, int64_t total_steps) {
 
 constexpr const char* kCheckpointName = "checkpoint.h5";
 
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {
+    // The second signal: the user does not want to wait for the checkpoint.
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+  static const char msg[] = "\nseqmix: stopping after this step and writing a checkpoint (signal again to quit at once)\n";
+  ssize_t ignored = ::write(2, msg, sizeof msg - 1);
+  (void)ignored;
+}
+
+std::string fmt_g(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+bool all_finite(const Tensor& t) {
+  if (t.dtype() == DType::f32) {
+    const float* p = t.f32();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(p[i])) return false;
+    return true;
+  }
+  for (int64_t i = 0, n = t.numel(); i < n; ++i)
+    if (!std::isfinite(t.item(i))) return false;
+  return true;
+}
+
 }  // namespace
+
+void install_stop_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // a checkpoint being written is not cut short by EINTR
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int stop_signal_received() { return g_stop_signal; }
+void clear_stop_signal() { g_stop_signal = 0; }
+
+std::string resume_override_refusal(const std::string& key) {
+  static const char* allowed[] = {"optimizer.lr",          "optimizer.grad_clip",         "training.steps",
+                                  "training.epochs",       "training.eval_interval",      "training.eval_batches",
+                                  "training.checkpoint_interval", "training.early_stop_accuracy"};
+  for (const char* a : allowed)
+    if (key == a) return "";
+  const auto under = [&](const char* prefix) { return key.rfind(prefix, 0) == 0; };
+  if (under("schedule.") || under("logging.") || key == "schedule" || key == "logging") return "";
+  if (under("model")) return "it would change the model whose weights the checkpoint holds";
+  if (under("data") || key == "training.batch_size")
+    return "it would change the data the run draws, so the resumed run would not continue the same one";
+  if (key == "training.seed") return "it would change the dropout stream the run continues";
+  if (under("optimizer"))
+    return "the checkpoint's Adam moments belong to the optimizer as it was (only optimizer.lr and "
+           "optimizer.grad_clip may change)";
+  return "only optimizer.lr, optimizer.grad_clip, training.steps/epochs/eval_interval/eval_batches/"
+         "checkpoint_interval/early_stop_accuracy, schedule.* and logging.* may change on --resume";
+}
 
 EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
   NoGradGuard no_grad;
@@ -74,6 +141,8 @@ EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
 
 Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(config), out_dir_(out_dir) {
   const TrainingConfig& t = config_.training;
+  // Before the data and the model allocate anything.
+  check_memory_fits(config_, true, "this configuration");
   data_ = make_data_source(config_.data, t.batch_size, t.eval_batches);
   if (data_->vocab_size() > config_.model.vocab_size)
     throw std::invalid_argument("model.vocab_size = " + std::to_string(config_.model.vocab_size) +
@@ -100,12 +169,17 @@ Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(con
   fs::create_directories(out_dir_);
 }
 
-std::unique_ptr<Trainer> Trainer::resume(const std::string& out_dir) {
+std::unique_ptr<Trainer> Trainer::resume(const std::string& out_dir, const std::vector<std::string>& overrides) {
   const std::string path = (fs::path(out_dir) / kCheckpointName).string();
   if (!fs::exists(path))
     throw CheckpointError(path + ": no checkpoint to resume from (is '" + out_dir + "' a run directory?)");
+  for (const std::string& o : overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    const std::string why = resume_override_refusal(key);
+    if (!why.empty()) throw std::invalid_argument("--resume --set " + o + ": '" + key + "' cannot change on resume: " + why);
+  }
   CheckpointData ck = read_checkpoint(path);
-  Config cfg = parse_config(ck.config_yaml, path + " (config attribute)");
+  Config cfg = parse_config(ck.config_yaml, path + " (config attribute)", overrides);
   auto trainer = std::make_unique<Trainer>(cfg, out_dir);
   trainer->restore(path);
   return trainer;
@@ -134,7 +208,25 @@ void Trainer::restore(const std::string& path) {
   std::map<std::string, uint64_t> ds;
   for (const auto& [k, v] : ck.train_u64)
     if (k.rfind("data_", 0) == 0) ds[k] = v;
+  for (const auto& [k, v] : data_->state())
+    if (!ds.count(k)) throw CheckpointError(path + ": /train/" + k + " is missing (the data kind does not match?)");
   data_->set_state(ds);
+  // Checkpoints of earlier versions have no window: the first line after resume
+  // then averages fewer steps.
+  window_ = LogWindow{};
+  if (ck.train_f64.count("log_window_loss_sum")) {
+    window_.loss_sum = ck.train_f64.at("log_window_loss_sum");
+    window_.steps = static_cast<int64_t>(need("log_window_steps"));
+    window_.labelled = static_cast<int64_t>(need("log_window_labelled"));
+    window_.correct = static_cast<int64_t>(need("log_window_correct"));
+    window_.tokens = static_cast<int64_t>(need("log_window_tokens"));
+  }
+  if (step_ > total_steps_ && !finished_)
+    throw CheckpointError(path + ": the checkpoint is at step " + std::to_string(step_) + ", past training.steps = " +
+                          std::to_string(total_steps_));
+  // --resume --set training.steps=<more> continues a run that had finished.
+  if (finished_ && !early_stopped_ && step_ < total_steps_) finished_ = false;
+  last_saved_step_ = step_;
   best_accuracy_ = ck.train_f64.count("best_valid_accuracy") ? ck.train_f64.at("best_valid_accuracy") : 0.0;
   elapsed_before_ = ck.train_f64.count("elapsed_s") ? ck.train_f64.at("elapsed_s") : 0.0;
   // Metrics written after the checkpoint belong to the lost part of the run; the
@@ -163,7 +255,41 @@ void Trainer::append_metrics(const std::string& line) {
   out << line << "\n";
 }
 
+bool Trainer::model_state_finite(std::string* bad) const {
+  for (const auto& [name, p] : model_->named_parameters())
+    if (!all_finite(p)) return *bad = "parameter " + name, false;
+  for (const auto& s : optimizer_->slots()) {
+    if (!all_finite(s.m)) return *bad = "Adam first moment of " + s.name, false;
+    if (!all_finite(s.v)) return *bad = "Adam second moment of " + s.name, false;
+  }
+  return true;
+}
+
+void Trainer::diverged(int64_t at_step, const std::string& what, double lr) const {
+  tape().clear();
+  char peak[32], lower[32], clip[32];
+  std::snprintf(peak, sizeof peak, "%g", config_.optimizer.lr);
+  std::snprintf(lower, sizeof lower, "%g", config_.optimizer.lr / 10);
+  std::snprintf(clip, sizeof clip, "%g", config_.optimizer.grad_clip);
+  std::string msg = "training diverged at step " + std::to_string(at_step) + ": " + what + " (learning rate " +
+                    fmt_g(lr) + "). Lower optimizer.lr (now " + peak + ")";
+  if (config_.optimizer.grad_clip <= 0) msg += " or set optimizer.grad_clip (e.g. 1.0)";
+  else msg += "; optimizer.grad_clip is already " + std::string(clip);
+  if (last_saved_step_ >= 0)
+    msg += ". The checkpoint of step " + std::to_string(last_saved_step_) + " in " + out_dir_ +
+           " is intact; continue from it with: seqmix train --resume " + out_dir_ + " --set optimizer.lr=" + lower;
+  else
+    msg += ". No checkpoint was written (training.checkpoint_interval keeps earlier ones); start again with "
+           "--set optimizer.lr=" + std::string(lower);
+  throw TrainingError(msg);
+}
+
 void Trainer::save_checkpoint(bool finished) {
+  // Never write a checkpoint that cannot be resumed from.
+  std::string bad;
+  if (!model_state_finite(&bad))
+    throw TrainingError("refusing to write a checkpoint at step " + std::to_string(step_) + ": " + bad +
+                        " is not finite");
   CheckpointData ck;
   ck.config_yaml = to_yaml(config_);
   ck.params = model_->named_parameters();
@@ -181,7 +307,13 @@ void Trainer::save_checkpoint(bool finished) {
   ck.train_u64["dropout_rng_counter"] = dropout_gen_.counter();
   ck.train_f64["best_valid_accuracy"] = best_accuracy_;
   ck.train_f64["elapsed_s"] = elapsed_before_ + std::chrono::duration<double>(Clock::now() - session_start_).count();
+  ck.train_f64["log_window_loss_sum"] = window_.loss_sum;
+  ck.train_u64["log_window_steps"] = static_cast<uint64_t>(window_.steps);
+  ck.train_u64["log_window_labelled"] = static_cast<uint64_t>(window_.labelled);
+  ck.train_u64["log_window_correct"] = static_cast<uint64_t>(window_.correct);
+  ck.train_u64["log_window_tokens"] = static_cast<uint64_t>(window_.tokens);
   write_checkpoint((fs::path(out_dir_) / kCheckpointName).string(), ck);
+  last_saved_step_ = step_;
 }
 
 TrainResult Trainer::run(int64_t crash_after_step) {
@@ -209,9 +341,6 @@ TrainResult Trainer::run(int64_t crash_after_step) {
   const auto start = Clock::now();
   session_start_ = start;
   auto elapsed = [&] { return elapsed_before_ + std::chrono::duration<double>(Clock::now() - start).count(); };
-  int64_t tokens_window = 0;
-  double loss_window = 0;
-  int64_t steps_window = 0, labelled_window = 0, correct_window = 0;
   auto window_start = Clock::now();
   const int64_t first_step = step_;
   double last_train_loss = 0;
@@ -221,30 +350,35 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     Batch b = data_->next_train_batch();
     LossResult r = model_->loss(b.inputs, b.labels, true, dropout_gen_);
     const double loss = r.loss.item();
-    if (!std::isfinite(loss)) {
-      tape().clear();
-      throw TrainingError("loss is " + std::to_string(loss) + " at step " + std::to_string(step_ + 1) +
-                          " (learning rate " + std::to_string(lr) + "); lower optimizer.lr or enable grad_clip");
-    }
+    if (!std::isfinite(loss)) diverged(step_ + 1, "the loss is " + std::to_string(loss), lr);
     backward(r.loss);
-    if (config_.optimizer.grad_clip > 0) clip_grad_norm(params, config_.optimizer.grad_clip);
+    // The norm is needed even without clipping: a non-finite gradient must not
+    // reach the parameters and the Adam moments.
+    const double max_norm = config_.optimizer.grad_clip > 0 ? config_.optimizer.grad_clip
+                                                             : std::numeric_limits<double>::infinity();
+    const double gnorm = clip_grad_norm(params, max_norm);
+    if (!std::isfinite(gnorm)) {
+      optimizer_->zero_grad();
+      diverged(step_ + 1, "the gradient norm is " + std::to_string(gnorm), lr);
+    }
     optimizer_->step(lr);
     optimizer_->zero_grad();
+    if (std::string bad; !model_state_finite(&bad)) diverged(step_ + 1, "the update made the " + bad + " non-finite", lr);
     ++step_;
     last_train_loss = loss;
-    tokens_window += b.inputs.numel();
-    loss_window += loss;
-    labelled_window += r.labelled;
-    correct_window += r.correct;
-    ++steps_window;
+    window_.tokens += b.inputs.numel();
+    window_.loss_sum += loss;
+    window_.labelled += r.labelled;
+    window_.correct += r.correct;
+    ++window_.steps;
 
     const bool log_now = step_ % config_.logging.log_interval == 0 || step_ == total_steps_;
     const bool eval_now = step_ % eval_every == 0 || step_ == total_steps_;
     if (log_now || eval_now) {
       const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
-      const double tps = window_s > 0 ? tokens_window / window_s : 0;
-      const double train_loss = loss_window / std::max<int64_t>(1, steps_window);
-      const double train_acc = labelled_window ? double(correct_window) / labelled_window : 0;
+      const double tps = window_s > 0 ? window_.tokens / window_s : 0;
+      const double train_loss = window_.loss_sum / std::max<int64_t>(1, window_.steps);
+      const double train_acc = window_.labelled ? double(window_.correct) / window_.labelled : 0;
       nlohmann::json j;
       j["step"] = step_;
       j["epoch"] = bpe > 0 ? double(step_) / bpe : 0.0;
@@ -256,6 +390,7 @@ TrainResult Trainer::run(int64_t crash_after_step) {
       std::string line;
       if (eval_now) {
         EvalResult e = evaluate(*model_, *data_);
+        if (!std::isfinite(e.loss)) diverged(step_, "the validation loss is " + std::to_string(e.loss), lr);
         best_accuracy_ = std::max(best_accuracy_, e.accuracy);
         j["valid_loss"] = e.loss;
         j["valid_accuracy"] = e.accuracy;
@@ -283,9 +418,7 @@ TrainResult Trainer::run(int64_t crash_after_step) {
         if (tty) std::fprintf(stderr, "\r\033[K");
         spdlog::info("{}", text);
       }
-      tokens_window = 0;
-      loss_window = 0;
-      steps_window = labelled_window = correct_window = 0;
+      window_ = LogWindow{};
       window_start = Clock::now();
     }
     if (early_stopped_) {
@@ -295,8 +428,19 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     }
     if (t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0 && step_ < total_steps_) save_checkpoint(false);
     if (step_ == crash_after_step) return res;
+    if (const int sig = stop_signal_received(); sig != 0 && step_ < total_steps_) {
+      if (last_saved_step_ != step_) save_checkpoint(false);
+      res.stopped_by_signal = sig;
+      res.steps = step_;
+      res.final_train_loss = last_train_loss;
+      res.best_valid_accuracy = best_accuracy_;
+      res.wall_seconds = elapsed();
+      return res;
+    }
   }
   if (res.final_eval.labelled == 0) res.final_eval = evaluate(*model_, *data_);
+  if (!std::isfinite(res.final_eval.loss))
+    diverged(step_, "the validation loss is " + std::to_string(res.final_eval.loss), schedule_.at(step_ - 1));
   finished_ = true;
   save_checkpoint(true);
   res.steps = step_;
