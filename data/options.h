@@ -27,11 +27,28 @@ struct TextOptions {
   double train_fraction = 0.9;
 };
 
+// Pre-tokenized uint16 files (data/token_file.h): separate train and validation files.
+struct TokenFileOptions {
+  std::string train_path;        // tokens for training
+  std::string val_path;          // tokens for validation
+  std::string format = "auto";   // auto | nanogpt | llmc
+  int64_t vocab_size = 50304;    // every token id must be < vocab_size
+  int64_t seq_len = 1024;        // context length L (windows of L+1 tokens)
+};
+
 struct DataOptions {
-  std::string kind = "recall";  // recall | text
+  std::string kind = "recall";  // recall | text | tokens
   RecallTaskOptions recall;
   TextOptions text;
+  TokenFileOptions tokens;
   uint64_t seed = 0;  // data seed; train and test streams are derived from it disjointly
+
+  // The context length of the chosen kind.
+  int64_t seq_len() const {
+    if (kind == "text") return text.seq_len;
+    if (kind == "tokens") return tokens.seq_len;
+    return recall.seq_len;
+  }
 };
 
 }  // namespace seqmix

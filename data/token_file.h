@@ -16,17 +16,10 @@
 #include <vector>
 
 #include "core/random.h"
+#include "data/options.h"  // TokenFileOptions
 #include "data/split.h"
 
 namespace seqmix {
-
-struct TokenFileOptions {
-  std::string train_path;        // tokens for training
-  std::string val_path;          // tokens for validation
-  std::string format = "auto";   // auto | nanogpt | llmc
-  int64_t vocab_size = 50304;    // every token id must be < vocab_size
-  int64_t seq_len = 1024;        // context length L (windows of L+1 tokens)
-};
 
 inline constexpr int32_t kLlmcMagic = 20240520;
 inline constexpr int64_t kLlmcHeaderInts = 256;

@@ -235,6 +235,65 @@ TEST(Config, OverrideSwitchesDataKind) {
   EXPECT_EQ(c.data.text.seq_len, TextOptions{}.seq_len);
 }
 
+// data.kind: tokens (pre-tokenized uint16 files): its keys, its rules and its paths.
+const std::string kTokens =
+    "model:\n"                      // 1
+    "  vocab_size: 512\n"           // 2
+    "data:\n"                       // 3
+    "  kind: tokens\n"              // 4
+    "  train_path: train.bin\n"     // 5
+    "  val_path: val.bin\n"         // 6
+    "  vocab_size: 500\n"           // 7
+    "  seq_len: 32\n"               // 8
+    "training:\n"                   // 9
+    "  steps: 10\n"                 // 10
+    "  eval_interval: 5\n";         // 11
+
+TEST(Config, TokensKind) {
+  const Config c = parse_config(kTokens, "run.yaml", {"data.format=llmc"});
+  EXPECT_EQ(c.data.kind, "tokens");
+  EXPECT_EQ(c.data.tokens.train_path, "train.bin");
+  EXPECT_EQ(c.data.tokens.val_path, "val.bin");
+  EXPECT_EQ(c.data.tokens.format, "llmc");
+  EXPECT_EQ(c.data.tokens.vocab_size, 500);
+  EXPECT_EQ(c.data.seq_len(), 32);
+  EXPECT_TRUE(parse_config(to_yaml(c), "back.yaml") == c) << to_yaml(c);
+
+  // The model must embed every id the files may hold.
+  const std::string small = error_of(kTokens, {"model.vocab_size=499"});
+  EXPECT_TRUE(contains(small, "--set model.vocab_size=499: model.vocab_size = 499 is smaller than "
+                              "data.vocab_size = 500")) << small;
+  EXPECT_TRUE(contains(error_of(kTokens, {"data.vocab_size=70000", "model.vocab_size=70000"}),
+                       "--set data.vocab_size=70000: data.vocab_size = 70000 is out of range [1, 65536]"));
+  EXPECT_TRUE(contains(error_of(kTokens, {"data.format=npy"}), "data.format"));
+  EXPECT_TRUE(contains(error_of(kTokens, {"data.seq_len=0"}), "data.seq_len"));
+  const std::string no_paths = error_of("data:\n  kind: tokens\ntraining:\n  steps: 1\n  eval_interval: 1\n");
+  EXPECT_TRUE(contains(no_paths, "run.yaml:2: data.train_path is not set")) << no_paths;
+  EXPECT_TRUE(contains(no_paths, "run.yaml:2: data.val_path is not set")) << no_paths;
+  EXPECT_TRUE(contains(error_of(kTokens, {"training.eval_interval=0"}), "training.eval_interval = 0"));
+  EXPECT_TRUE(contains(error_of(kTokens, {"model.max_position_embeddings=16"}),
+                       "model.max_position_embeddings = 16 is smaller than data.seq_len = 32"));
+  // Keys of the other kinds are unknown here, and say whose they are.
+  EXPECT_TRUE(contains(error_of(kTokens + "data:\n  path: x\n"), "duplicate key 'data'"));
+  const std::string other = error_of(kTokens, {"data.path=x.txt"});
+  EXPECT_TRUE(contains(other, "unknown key 'path' in data for kind 'tokens' (it is an option of kind text)")) << other;
+}
+
+TEST(Config, TokensPathsResolveAgainstTheConfigFile) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("seqmix_test_config_tokens_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "conf");
+  std::ofstream(dir / "train.bin") << "ab";
+  std::ofstream(dir / "conf" / "run.yaml")
+      << "model:\n  vocab_size: 50304\ndata:\n  kind: tokens\n  train_path: ../train.bin\n  val_path: val.bin\n"
+         "training:\n  steps: 10\n  eval_interval: 5\n";
+  const Config c = load_config((dir / "conf" / "run.yaml").string());
+  // Found next to the config file: resolved against its directory; not there: left as is.
+  EXPECT_EQ(fs::path(c.data.tokens.train_path), (dir / "train.bin").lexically_normal());
+  EXPECT_EQ(c.data.tokens.val_path, "val.bin");
+  fs::remove_all(dir);
+}
+
 TEST(Config, EpochsAndStepsAreExclusive) {
   EXPECT_TRUE(contains(error_of("training:\n  steps: 10\n  epochs: 2\n"),
                        "run.yaml:3: training.steps = 10 and training.epochs = 2 are both set"));

@@ -145,7 +145,7 @@ int cmd_info(const std::string& checkpoint, std::ostream& out) {
     total += t.numel();
   }
   out << "parameters: " << total << "\n";
-  const int64_t L = lm.config.data.kind == "text" ? lm.config.data.text.seq_len : lm.config.data.recall.seq_len;
+  const int64_t L = lm.config.data.seq_len();
   out << "recurrent state per sequence (floats):\n";
   for (int64_t i = 0; i < lm.config.model.n_layers; ++i) {
     const int64_t s1 = lm.model->state_size(i, 1), sL = lm.model->state_size(i, L);

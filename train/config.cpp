@@ -151,6 +151,33 @@ void check_text(const Config& c, OptionCheck& check) {
               "0 (once per epoch) applies to recall tasks only");
 }
 
+// The files themselves are checked when the run opens them (data/token_file.h); here
+// only what the config alone decides.
+void check_tokens(const Config& c, OptionCheck& check) {
+  const TokenFileOptions& t = c.data.tokens;
+  if (t.train_path.empty())
+    check.add({"data.train_path", "data.kind"},
+              "data.train_path is not set: kind 'tokens' needs a file of uint16 token ids to train on");
+  if (t.val_path.empty())
+    check.add({"data.val_path", "data.kind"},
+              "data.val_path is not set: kind 'tokens' needs a file of uint16 token ids to validate on");
+  check.one_of("data.format", t.format, {"auto", "nanogpt", "llmc"});
+  // Token files hold uint16 ids, so no vocabulary beyond 65536 can occur.
+  if (t.vocab_size < 1 || t.vocab_size > 65536)
+    check.add({"data.vocab_size"}, "data.vocab_size = " + str(t.vocab_size) +
+                                       " is out of range [1, 65536]: token files hold uint16 ids");
+  else if (c.model.vocab_size >= 1 && c.model.vocab_size < t.vocab_size)
+    check.add({"model.vocab_size", "data.vocab_size"},
+              "model.vocab_size = " + str(c.model.vocab_size) + " is smaller than data.vocab_size = " +
+                  str(t.vocab_size) + ": the model must embed every token id in [0, " + str(t.vocab_size) +
+                  "); set model.vocab_size >= " + str(t.vocab_size));
+  check.at_least("data.seq_len", t.seq_len, 1);
+  if (c.training.eval_interval == 0)
+    check.add({"training.eval_interval", "data.kind"},
+              "training.eval_interval = 0: token-file runs need an evaluation interval in steps (> 0); "
+              "0 (once per epoch) applies to recall tasks only");
+}
+
 }  // namespace
 
 void check_config(const Config& c, Problems& p) {
@@ -162,10 +189,11 @@ void check_config(const Config& c, Problems& p) {
   OptionCheck model = check.with_prefix("model.");
   check_options(m, model);
 
-  if (check.one_of("data.kind", c.data.kind, {"recall", "text"})) {
+  if (check.one_of("data.kind", c.data.kind, {"recall", "text", "tokens"})) {
     if (c.data.kind == "recall") check_recall(c, check);
-    else check_text(c, check);
-    const int64_t L = c.data.kind == "recall" ? c.data.recall.seq_len : c.data.text.seq_len;
+    else if (c.data.kind == "text") check_text(c, check);
+    else check_tokens(c, check);
+    const int64_t L = c.data.seq_len();
     if (m.max_position_embeddings > 0 && m.max_position_embeddings < L)
       check.add({"model.max_position_embeddings", "data.seq_len"},
                 "model.max_position_embeddings = " + str(m.max_position_embeddings) +

@@ -7,10 +7,10 @@
 //               tie_embeddings, dropout,
 //               mixer: {type, then only that type's options, as the mixer registry
 //                 (layers/mixer_registry.cpp) lists them; docs/config.md has every key}
-//   data:       kind (recall | text), seed, then for recall: task, vocab_size, seq_len,
+//   data:       kind (recall | text | tokens), seed, then for recall: task, vocab_size, seq_len,
 //               num_kv_pairs, power_a, random_non_queries, num_tokens_to_copy,
 //               num_train_examples, num_test_examples; for text: path, tokenizer, seq_len,
-//               train_fraction
+//               train_fraction; for tokens: train_path, val_path, format, vocab_size, seq_len
 //   optimizer:  type, lr, beta1, beta2, eps, weight_decay, grad_clip
 //   schedule:   type, warmup_steps, min_lr
 //   training:   steps, epochs, batch_size, eval_interval, eval_batches,
@@ -28,7 +28,8 @@
 //   so that "--set model.mixer.d_state=32 --set model.mixer.type=mamba" works in any order;
 //   switching the type drops the file's options of the old type (the new type starts from
 //   its defaults). Problems caused by an override are reported as "--set KEY=VALUE: problem".
-// - A relative data.path from a config *file* is resolved against the file's directory (and made absolute, so that
+// - A relative data.path (text) or data.train_path / data.val_path (tokens) from a config
+//   *file* is resolved against the file's directory (and made absolute, so that
 //   a saved config works from any directory) if
 //   the file exists there, otherwise it is left relative to the current directory. A path
 //   given by --set is always relative to the current directory. parse_config never
@@ -78,7 +79,7 @@ struct TrainingConfig {
   int64_t epochs = 0;
   int64_t batch_size = 64;
   int64_t eval_interval = 0;  // steps; 0 = once per epoch (recall only; text needs > 0)
-  int64_t eval_batches = 20;  // text: batches per validation estimate; 0 = whole split
+  int64_t eval_batches = 20;  // text, tokens: batches per validation estimate; 0 = whole split
   double early_stop_accuracy = 0.0;  // stop when test accuracy >= this; 0 = off
   uint64_t seed = 0;                 // model initialisation and dropout
   int64_t checkpoint_interval = 0;   // steps; 0 = only the final checkpoint
@@ -104,7 +105,7 @@ struct Config {
 // data kind that are not chosen are ignored (to_yaml does not print them).
 bool operator==(const Config& a, const Config& b);
 
-// Reads, parses, applies overrides ("a.b.c=value"), resolves data.path (see above) and
+// Reads, parses, applies overrides ("a.b.c=value"), resolves data paths (see above) and
 // validates. Throws ConfigError.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 

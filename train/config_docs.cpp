@@ -26,11 +26,11 @@ const std::map<std::string, std::string>& help() {
       {"model.tie_embeddings", "the output head reuses the token embeddings"},
       {"model.dropout", "dropout on the embeddings and on each residual branch, in [0, 1)"},
       {"model.mixer.type", "the sequence mixer; one of the types below"},
-      {"data.kind", "`recall` (a synthetic task) or `text` (a UTF-8 file)"},
+      {"data.kind", "`recall` (a synthetic task), `text` (a UTF-8 file) or `tokens` (pre-tokenized uint16 files)"},
       {"data.seed", "data seed; the train and test streams derive from it disjointly"},
       {"data.task", "`mqar`, `associative_recall`, `induction_heads` or `selective_copying`"},
-      {"data.vocab_size", "the task's vocabulary V"},
-      {"data.seq_len", "sequence length L"},
+      {"data.vocab_size", "the vocabulary V (tokens: every id in the files must be < V, at most 65536)"},
+      {"data.seq_len", "sequence length L (text, tokens: the context; windows of L+1 tokens)"},
       {"data.num_kv_pairs", "key-value pairs K (mqar: 4K <= L; associative_recall: 2K+1 <= L)"},
       {"data.power_a", "mqar: query positions drawn with p(g) proportional to (g+1)^(power_a-1), > 0"},
       {"data.random_non_queries", "mqar: fill the query region's gaps with random tokens"},
@@ -39,6 +39,11 @@ const std::map<std::string, std::string>& help() {
       {"data.num_test_examples", "test examples generated, >= 1"},
       {"data.path", "the text file; a relative path is taken from the config file's folder if it exists there"},
       {"data.tokenizer", "`char` (the corpus's distinct characters) or `byte` (256)"},
+      {"data.train_path", "tokens: the training file; a relative path is taken from the config file's folder if it exists there"},
+      {"data.val_path", "tokens: the validation file, resolved as data.train_path"},
+      {"data.format",
+       "tokens: `nanogpt` (raw uint16), `llmc` (llm.c's 1024-byte header, then uint16) or `auto` (llmc if the file "
+       "starts with its magic number)"},
       {"data.train_fraction", "the leading fraction of tokens that trains, in (0, 1); the rest validates"},
       {"optimizer.type", "`adam` or `adamw`"},
       {"optimizer.lr", "peak learning rate, > 0"},
@@ -55,7 +60,7 @@ const std::map<std::string, std::string>& help() {
       {"training.epochs", "passes over the recall training set"},
       {"training.batch_size", "sequences per step"},
       {"training.eval_interval", "steps between evaluations; 0 = once per epoch (recall only)"},
-      {"training.eval_batches", "text: batches per validation estimate; 0 = the whole split"},
+      {"training.eval_batches", "text, tokens: batches per validation estimate; 0 = the whole split"},
       {"training.early_stop_accuracy", "stop once test accuracy reaches this; 0 = off"},
       {"training.seed", "seed of the initialisation and dropout"},
       {"training.checkpoint_interval", "steps between checkpoints; 0 = only the final one"},
@@ -121,7 +126,7 @@ std::string config_reference_markdown() {
     }
     md += row(path, value, help_of(path));
     if (path == "data.seed") {
-      for (const char* kind : {"recall", "text"}) {
+      for (const char* kind : {"recall", "text", "tokens"}) {
         Config c;
         c.data.kind = kind;
         md += std::string("\n### data, kind: ") + kind + "\n\n" + kHeader;

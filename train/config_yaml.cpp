@@ -34,7 +34,7 @@ struct Field {
   FieldPtr ptr;
 };
 
-const std::vector<std::string> kDataKinds = {"recall", "text"};
+const std::vector<std::string> kDataKinds = {"recall", "text", "tokens"};
 
 // The chosen type's options, as the mixer registry lists them.
 std::vector<Field> mixer_options(MixerOptions& x, const std::string& type) {
@@ -61,6 +61,12 @@ std::vector<Field> data_options(DataOptions& d, const std::string& kind) {
             {"tokenizer", &d.text.tokenizer},
             {"seq_len", &d.text.seq_len},
             {"train_fraction", &d.text.train_fraction}};
+  if (kind == "tokens")
+    return {{"train_path", &d.tokens.train_path},
+            {"val_path", &d.tokens.val_path},
+            {"format", &d.tokens.format},
+            {"vocab_size", &d.tokens.vocab_size},
+            {"seq_len", &d.tokens.seq_len}};
   return {};
 }
 
@@ -486,7 +492,7 @@ void emit_section(std::string& out, Config& c, const std::string& section, int i
   }
 }
 
-// base_dir: the config file's directory, for resolving a relative data.path (null: none).
+// base_dir: the config file's directory, for resolving relative data paths (null: none).
 Config parse_impl(const std::string& text, const std::string& source,
                   const std::vector<std::string>& overrides, const std::filesystem::path* base_dir) {
   YAML::Node root;
@@ -500,11 +506,19 @@ Config parse_impl(const std::string& text, const std::string& source,
   Reader(c, problems).read_section(root, "");
   problems.throw_if_any();
 
-  if (base_dir != nullptr && c.data.kind == "text" && !c.data.text.path.empty()) {
-    const std::filesystem::path path(c.data.text.path);
-    std::error_code ec;
-    if (path.is_relative() && std::filesystem::exists(*base_dir / path, ec))
-      c.data.text.path = std::filesystem::absolute(*base_dir / path, ec).lexically_normal().string();
+  if (base_dir != nullptr) {
+    auto resolve = [&](std::string& p) {
+      if (p.empty()) return;
+      const std::filesystem::path path(p);
+      std::error_code ec;
+      if (path.is_relative() && std::filesystem::exists(*base_dir / path, ec))
+        p = std::filesystem::absolute(*base_dir / path, ec).lexically_normal().string();
+    };
+    if (c.data.kind == "text") resolve(c.data.text.path);
+    if (c.data.kind == "tokens") {
+      resolve(c.data.tokens.train_path);
+      resolve(c.data.tokens.val_path);
+    }
   }
 
   // Type and kind switches first: they decide which other keys exist.

@@ -5,6 +5,7 @@
 
 #include "data/errors.h"
 #include "data/recall_dataset.h"
+#include "data/token_file.h"
 
 namespace seqmix {
 
@@ -123,13 +124,65 @@ class TextSource : public DataSource {
   Generator rng_;
 };
 
+// ---- Pre-tokenized files (data.kind: tokens) ----------------------------------------
+
+// Training windows from the train file at random (the position in the stream is the
+// RNG state, as for text); evaluation windows from the validation file, in order.
+class TokenSource : public DataSource {
+ public:
+  TokenSource(const DataOptions& opt, int64_t batch, int64_t eval_batches)
+      : batch_(batch),
+        eval_batches_(eval_batches),
+        data_(TokenDataset::open(opt.tokens)),
+        rng_(hash_counter(opt.seed, 0x70c5)) {}
+
+  Batch next_train_batch() override {
+    std::vector<int32_t> in, lab;
+    data_.sample_batch(Split::train, batch_, rng_, in, lab);
+    return to_batch(batch_, data_.seq_len(), in, lab);
+  }
+  int64_t batches_per_epoch() const override { return 0; }
+  std::map<std::string, uint64_t> state() const override {
+    return {{"data_rng_seed", rng_.seed()}, {"data_rng_counter", rng_.counter()}};
+  }
+  void set_state(const std::map<std::string, uint64_t>& s) override {
+    rng_.set_state(s.at("data_rng_seed"), s.at("data_rng_counter"));
+  }
+  // The first eval_batches * B windows of the validation file (all when 0), the
+  // same at every evaluation.
+  int64_t num_eval_batches() const override {
+    const int64_t all = (data_.num_eval_windows(Split::test) + batch_ - 1) / batch_;
+    return eval_batches_ > 0 ? std::min(all, eval_batches_) : all;
+  }
+  Batch eval_batch(int64_t i) const override {
+    std::vector<int32_t> in, lab;
+    const int64_t rows = data_.eval_batch(Split::test, i * batch_, batch_, in, lab);
+    return to_batch(rows, data_.seq_len(), in, lab);
+  }
+  int64_t vocab_size() const override { return data_.options().vocab_size; }
+  int64_t seq_len() const override { return data_.seq_len(); }
+  std::string describe() const override {
+    std::ostringstream os;
+    os << "tokens " << data_.options().train_path << " (" << data_.num_tokens(Split::train) << " tokens) / "
+       << data_.options().val_path << " (" << data_.num_tokens(Split::test) << " tokens), V=" << vocab_size()
+       << ", L=" << seq_len();
+    return os.str();
+  }
+
+ private:
+  int64_t batch_, eval_batches_;
+  TokenDataset data_;
+  Generator rng_;
+};
+
 }  // namespace
 
 std::unique_ptr<DataSource> make_data_source(const DataOptions& opt, int64_t batch_size, int64_t eval_batches,
                                              const Tokenizer* tokenizer, bool whole_text) {
+  if (opt.kind == "tokens") return std::make_unique<TokenSource>(opt, batch_size, eval_batches);
   if (opt.kind == "recall") return std::make_unique<RecallSource>(opt, batch_size);
   if (opt.kind == "text") return std::make_unique<TextSource>(opt, batch_size, eval_batches, tokenizer, whole_text);
-  throw DataError("data.kind '" + opt.kind + "' is not one of recall, text");
+  throw DataError("data.kind '" + opt.kind + "' is not one of recall, text, tokens");
 }
 
 }  // namespace seqmix

@@ -1,5 +1,5 @@
 // What the training loop draws batches from: a pre-generated recall task (epochs
-// over shuffled examples) or a text corpus (random windows). The position in the
+// over shuffled examples), a text corpus or pre-tokenized files (random windows). The position in the
 // stream is a few integers, saved in checkpoints so that a resumed run draws the
 // same batches as an uninterrupted one.
 #pragma once
@@ -39,7 +39,7 @@ class DataSource {
   virtual std::string describe() const = 0;
 };
 
-// batch_size: the training and evaluation batch; eval_batches: text only, the
+// batch_size: the training and evaluation batch; eval_batches: text and tokens, the
 // number of validation batches per evaluation (0 = the whole split).
 // tokenizer: for text, encode with this one (e.g. from a checkpoint).
 // whole_text: text only, evaluate on every token of the file (eval on a file the

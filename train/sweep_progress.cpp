@@ -37,7 +37,7 @@ double run_cost_weight(const Config& c) {
     if (c.data.kind == "recall")
       steps *= std::ceil(double(c.data.recall.num_train_examples) / double(std::max<int64_t>(1, t.batch_size)));
   }
-  const int64_t seq_len = c.data.kind == "recall" ? c.data.recall.seq_len : c.data.text.seq_len;
+  const int64_t seq_len = c.data.seq_len();
   return steps * double(t.batch_size) * double(seq_len) * double(c.model.d_model) * double(c.model.n_layers);
 }
 
