@@ -172,17 +172,20 @@ TEST(AdamKernel, FloatUpdateMatchesTheDoubleReference) {
   }
 }
 
-// Gradients over several tensors: two span several blocks and end mid-block, two are tiny.
+// Gradients over several tensors: three span several blocks (32K elements) and end
+// mid-block, two are tiny; scales from 1e-3 to 10 so that a sum of the block sums in
+// another order would round differently.
 struct Model {
   NamedTensors params;
   explicit Model(uint32_t seed) {
-    const std::vector<Shape> shapes = {{317, 331}, {5}, {70001}, {1, 1}};
-    const char* names[] = {"a.weight", "a.bias", "b", "c.weight"};
+    const std::vector<Shape> shapes = {{317, 331}, {5}, {70001}, {1, 1}, {1000, 1031}};
+    const char* names[] = {"a.weight", "a.bias", "b", "c.weight", "d.weight"};
+    const float scales[] = {0.01f, 1.0f, 0.001f, 10.0f, 0.03f};
     for (size_t k = 0; k < shapes.size(); ++k) {
       int64_t n = 1;
       for (int64_t d : shapes[k]) n *= d;
       Tensor t = param(shapes[k], random_floats(n, seed + uint32_t(k), 0.5f));
-      set_grad(t, random_floats(n, seed + 100 + uint32_t(k), 0.01f));
+      set_grad(t, random_floats(n, seed + 100 + uint32_t(k), scales[k]));
       params.push_back({names[k], t});
     }
   }
