@@ -1,33 +1,52 @@
 #include "optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "optim/adam_kernels.h"
 
 namespace seqmix {
 
 namespace {
 
-template <class T>
-void adam_update(T* p, float* m, float* v, const T* g, int64_t n, double lr, const AdamOptions& o, bool decay,
-                 int64_t t) {
-  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(t));
-  const double bc2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, static_cast<double>(t)));
-  const double step_size = lr / bc1;
-  const double wd = decay ? o.weight_decay : 0.0;
-  const float b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    double gi = g[i];
-    double pi = p[i];
-    if (o.decoupled)
-      pi *= 1.0 - lr * wd;
-    else
-      gi += wd * pi;
-    const float gf = static_cast<float>(gi);
-    m[i] = b1 * m[i] + (1.0f - b1) * gf;
-    v[i] = b2 * v[i] + (1.0f - b2) * gf * gf;
-    const double denom = std::sqrt(static_cast<double>(v[i])) / bc2_sqrt + o.eps;
-    p[i] = static_cast<T>(pi - step_size * static_cast<double>(m[i]) / denom);
+// Every tensor is cut into blocks of kBlock elements (the last one shorter) and the
+// parallel loops run over the blocks of all tensors at once: one parallel region per
+// step instead of one per tensor (148 small regions cost more than the work on a loaded
+// machine), and a block's boundaries do not depend on the thread count. 32K floats per
+// array: the four streams of a block (p, g, m, v) stay within L2.
+constexpr int64_t kBlock = int64_t{1} << 15;
+// Below this many elements in all, one thread does it: forking costs more than it saves.
+constexpr int64_t kParallelMin = int64_t{1} << 16;
+
+struct Block {
+  size_t tensor;  // index into the caller's tensor list
+  int64_t begin, n;
+};
+
+std::vector<Block> split(const std::vector<int64_t>& sizes, int64_t& total) {
+  std::vector<Block> blocks;
+  total = 0;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    for (int64_t b = 0; b < sizes[t]; b += kBlock) blocks.push_back({t, b, std::min(kBlock, sizes[t] - b)});
+    total += sizes[t];
   }
+  return blocks;
+}
+
+// The defined gradients, in the order of params.
+std::vector<Tensor> defined_grads(const NamedTensors& params) {
+  std::vector<Tensor> gs;
+  for (const auto& [name, p] : params) {
+    Tensor g = p.grad();
+    if (g.defined()) gs.push_back(g);
+  }
+  return gs;
+}
+
+std::vector<int64_t> numels(const std::vector<Tensor>& ts) {
+  std::vector<int64_t> n;
+  for (const Tensor& t : ts) n.push_back(t.numel());
+  return n;
 }
 
 }  // namespace
@@ -49,14 +68,34 @@ Parameters by_dimensions(const NamedTensors& params) {
 
 Adam::Adam(const NamedTensors& params, const AdamOptions& opt) : Adam(by_dimensions(params), opt) {}
 
-void Adam::step(double lr) {
+void Adam::step(double lr, double grad_scale) {
   ++step_;
+  std::vector<Slot*> live;
+  std::vector<Tensor> grads;
+  std::vector<AdamStepConstants> consts;
   for (Slot& s : slots_) {
     Tensor g = s.param.grad();
     if (!g.defined()) continue;
+    dispatch_float(s.param.dtype(), "Adam::step", [](auto) {});  // refuses int32 before any work
+    live.push_back(&s);
+    grads.push_back(g);
+    consts.push_back(adam_step_constants(lr, opt_, s.decay, step_, grad_scale));
+  }
+  int64_t total = 0;
+  const std::vector<Block> blocks = split(numels(grads), total);
+  const int64_t nb = static_cast<int64_t>(blocks.size());
+  // Dynamic: blocks differ in size (biases are one short block) and a thread that the
+  // shared machine deschedules should not hold the others; each block writes only its
+  // own elements, so the order in which threads take them does not matter.
+#pragma omp parallel for schedule(dynamic, 1) if (total >= kParallelMin)
+  for (int64_t k = 0; k < nb; ++k) {
+    const Block& b = blocks[static_cast<size_t>(k)];
+    Slot& s = *live[b.tensor];
+    const Tensor& g = grads[b.tensor];
     dispatch_float(s.param.dtype(), "Adam::step", [&](auto tag) {
       using T = decltype(tag);
-      adam_update<T>(s.param.data<T>(), s.m.f32(), s.v.f32(), g.data<T>(), s.param.numel(), lr, opt_, s.decay, step_);
+      adam_update_block<T>(s.param.data<T>() + b.begin, s.m.f32() + b.begin, s.v.f32() + b.begin,
+                           g.data<T>() + b.begin, b.n, consts[b.tensor]);
     });
   }
 }
@@ -66,37 +105,48 @@ void Adam::zero_grad() {
 }
 
 double grad_norm(const NamedTensors& params) {
-  double total = 0;
-  for (const auto& [name, p] : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    double acc = 0;
-    const int64_t n = g.numel();
-    // Sequential on purpose: a few million squares take about a millisecond and
-    // a single ordered sum is bit-identical for any thread count.
-    dispatch_float(g.dtype(), "grad_norm", [&](auto tag) {
+  const std::vector<Tensor> grads = defined_grads(params);
+  for (const Tensor& g : grads) dispatch_float(g.dtype(), "grad_norm", [](auto) {});
+  int64_t total = 0;
+  const std::vector<Block> blocks = split(numels(grads), total);
+  const int64_t nb = static_cast<int64_t>(blocks.size());
+  std::vector<double> partial(blocks.size());
+#pragma omp parallel for schedule(dynamic, 1) if (total >= kParallelMin)
+  for (int64_t k = 0; k < nb; ++k) {
+    const Block& b = blocks[static_cast<size_t>(k)];
+    const Tensor& g = grads[b.tensor];
+    partial[static_cast<size_t>(k)] = dispatch_float(g.dtype(), "grad_norm", [&](auto tag) {
       using T = decltype(tag);
-      const T* d = g.data<T>();
-      for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(d[i]) * d[i];
+      return sum_squares_block<T>(g.data<T>() + b.begin, b.n);
     });
-    total += acc;
   }
-  return std::sqrt(total);
+  // Block order, whatever thread computed each block.
+  double sum = 0;
+  for (double s : partial) sum += s;
+  return std::sqrt(sum);
 }
+
+double clip_coefficient(double norm, double max_norm) { return std::min(1.0, max_norm / (norm + 1e-6)); }
 
 double clip_grad_norm(const NamedTensors& params, double max_norm) {
   const double norm = grad_norm(params);
-  const double coef = max_norm / (norm + 1e-6);
+  const double coef = clip_coefficient(norm, max_norm);
   if (coef >= 1.0) return norm;
-  for (const auto& [name, p] : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
+  const std::vector<Tensor> grads = defined_grads(params);
+  int64_t total = 0;
+  const std::vector<Block> blocks = split(numels(grads), total);
+  const int64_t nb = static_cast<int64_t>(blocks.size());
+#pragma omp parallel for schedule(dynamic, 1) if (total >= kParallelMin)
+  for (int64_t k = 0; k < nb; ++k) {
+    const Block& b = blocks[static_cast<size_t>(k)];
+    const Tensor& g = grads[b.tensor];
     dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
       using T = decltype(tag);
-      T* d = g.data<T>();
-      const int64_t n = g.numel();
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<T>(d[i] * coef);
+      // The same product in T as Adam::step's grad_scale, so that folding the clip into
+      // the step gives the same bits.
+      const T c = static_cast<T>(coef);
+      T* d = g.data<T>() + b.begin;
+      for (int64_t i = 0; i < b.n; ++i) d[i] = d[i] * c;
     });
   }
   return norm;

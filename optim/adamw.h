@@ -37,10 +37,13 @@ class Adam {
   // For tensors that no layer created (tests, tools): those of two or more dimensions decay.
   Adam(const NamedTensors& params, const AdamOptions& opt);
 
-  // One update at learning rate lr from the parameters' current gradients.
-  // A parameter without a gradient (nothing flowed into it) is left untouched,
-  // as in PyTorch.
-  void step(double lr);
+  // One update at learning rate lr from the parameters' current gradients, each
+  // multiplied by grad_scale first: step(lr, clip_coefficient(grad_norm(ps), max)) is
+  // clip_grad_norm followed by step(lr), bit for bit, in one pass over the gradients
+  // (which it leaves unscaled). A parameter without a gradient (nothing flowed into it)
+  // is left untouched, as in PyTorch. All tensors' elements are updated in fixed blocks
+  // in one parallel loop, so the result does not depend on the thread count.
+  void step(double lr, double grad_scale = 1.0);
   void zero_grad();
 
   int64_t step_count() const { return step_; }
@@ -55,10 +58,14 @@ class Adam {
   int64_t step_ = 0;
 };
 
-// Scales every gradient by min(1, max_norm / (norm + 1e-6)) as
+// Scales every gradient by clip_coefficient(norm, max_norm) as
 // torch.nn.utils.clip_grad_norm_ does; returns the norm before clipping.
-// The sum of squares is accumulated in double in a fixed order.
 double clip_grad_norm(const NamedTensors& params, double max_norm);
+// The 2-norm of all gradients together. Squares are summed in double over fixed blocks
+// of each tensor (in parallel), and the block sums are added in block order: the result
+// is the same bits for every thread count.
 double grad_norm(const NamedTensors& params);
+// min(1, max_norm / (norm + 1e-6)).
+double clip_coefficient(double norm, double max_norm);
 
 }  // namespace seqmix
