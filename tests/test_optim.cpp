@@ -134,7 +134,6 @@ double ulps(float got, float want, float scale) {
   const float ulp = std::nextafter(std::fabs(scale), INFINITY) - std::fabs(scale);
   return std::fabs(double(got) - double(want)) / ulp;
 }
-double ulps(float got, float want) { return ulps(got, want, want); }
 
 // The float32 block update against the old double loop, one step at a time from the same
 // state: n = 1037 runs the 16-wide body and a 13-element tail. Gradients span 1e-7 to 1
