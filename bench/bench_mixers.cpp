@@ -22,7 +22,7 @@ using namespace seqmix;
 
 namespace {
 
-// Every registered mixer at its defaults, except the attentions' head count (SPEC's
+// Every registered mixer at its defaults, except the attentions' head count (the documented
 // default of one head is not what anyone runs at D = 256).
 MixerOptions mixer_options(const std::string& type) {
   MixerOptions m;

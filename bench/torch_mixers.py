@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU comparison benchmark for the five seqmix mixers (see SPEC.md sections 1-2).
+"""PyTorch CPU comparison benchmark for the five seqmix mixers (see docs/model.md and docs/mixers.md).
 
 This is the "straightforward PyTorch CPU implementation" that seqmix is compared against.
 Each mixer is written the way its standard pure-PyTorch reference is written:

@@ -4,7 +4,7 @@
 // where start is a block of numel counters reserved from the Generator. The
 // mask is a pure function of (seed, start, i), so it does not depend on the
 // thread count or the schedule, and the backward regenerates it instead of
-// storing it. Why regenerate: dropout sits on every residual branch (SPEC 1), so
+// storing it. Why regenerate: dropout sits on every residual branch (docs/model.md), so
 // a stored mask would keep one byte (or bit) per activation per site alive
 // until the backward, and a second code path (mask packing) would need its own
 // tests; recomputing costs two 64-bit mixes per element, the same as the

@@ -1,4 +1,4 @@
-// Plain option structs for the data sources (SPEC sections 3-4).
+// Plain option structs for the data sources (docs/tasks.md).
 // train/config.* fills them from YAML; data/ never reads config files.
 #pragma once
 

@@ -1,4 +1,4 @@
-// A pre-generated set of recall-task examples (SPEC section 3), and shuffled
+// A pre-generated set of recall-task examples (docs/tasks.md), and shuffled
 // epochs over it.
 //
 // Example i of a split is generated from its own stream,

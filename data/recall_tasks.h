@@ -1,4 +1,4 @@
-// Synthetic recall tasks (SPEC section 3): one example at a time.
+// Synthetic recall tasks (docs/tasks.md): one example at a time.
 //
 // An example is L input tokens and L labels; a label is either the token the
 // model must predict at that position or kIgnoreLabel (-100, not scored).
@@ -7,7 +7,7 @@
 //
 // Token conventions, V = vocab_size, L = seq_len:
 //
-// mqar (SPEC 3.1, Zoology `multiquery_ar`), K = num_kv_pairs:
+// mqar (docs/tasks.md#mqar, Zoology `multiquery_ar`), K = num_kv_pairs:
 //   keys: K distinct tokens from [1, V/2); values: K distinct from [V/2, V);
 //   token 0 is filler. Positions [0, 2K) hold `k1 v1 ... kK vK`. The query
 //   region [2K, L) has space = (L-2K)/2 slots; K distinct slots g_j are drawn

@@ -1,4 +1,4 @@
-// Text corpora (SPEC section 4): tokenizers and a corpus split into train and
+// Text corpora (docs/tasks.md#text-corpora): tokenizers and a corpus split into train and
 // validation tokens, with random training windows and consecutive evaluation
 // windows.
 #pragma once

@@ -1,4 +1,4 @@
-// Causal multi-head softmax attention (SPEC 2.1): parameters, the parallel form
+// Causal multi-head softmax attention (docs/mixers.md#attention): parameters, the parallel form
 // and the KV-cache recurrent form.
 #include "layers/attention.h"
 #include "layers/mamba_math.h"

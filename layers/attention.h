@@ -1,4 +1,4 @@
-// Causal multi-head softmax attention (SPEC 2.1).
+// Causal multi-head softmax attention (docs/mixers.md#attention).
 //
 // Parallel form: Wqkv (linear), the fused attention core (layers/attention_kernel.h,
 // FlashAttention forward/backward, no (L, L) matrix kept), out_proj (linear).

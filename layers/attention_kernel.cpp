@@ -1,4 +1,4 @@
-// Fused causal multi-head attention (SPEC 2.1): a FlashAttention forward and
+// Fused causal multi-head attention (docs/mixers.md#attention): a FlashAttention forward and
 // backward for the CPU, one tape node for the whole core.
 //
 // Layout. q, k and v are read in place from the (B, L, 3D) projection: the rows

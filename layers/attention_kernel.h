@@ -1,4 +1,4 @@
-// The fused core of causal multi-head softmax attention (SPEC 2.1), one
+// The fused core of causal multi-head softmax attention (docs/mixers.md#attention), one
 // differentiable op with a hand-written FlashAttention-style backward. Reference twin
 // (plain loops, the tests' oracle): tests/support/reference_attention.h
 // (reference_attention_core / reference_attention_core_backward, reference_attention_layer).

@@ -1,5 +1,5 @@
 // GlaMixer: parameters, the parallel form (oneDNN projections around the fused ops of
-// layers/gla_kernel.cpp) and the recurrent step (SPEC 2.3).
+// layers/gla_kernel.cpp) and the recurrent step (docs/mixers.md#gla).
 #include "layers/gla.h"
 
 #include <algorithm>
@@ -48,7 +48,7 @@ GlaMixer::GlaMixer(int64_t d_model, const GlaOptions& opt, const LayerInit& init
   key_dim_ = gla_width(d_model, opt.expand_k);
   value_dim_ = gla_width(d_model, opt.expand_v);
   const int64_t r = opt.gate_low_rank_dim;
-  // Draw order follows the SPEC parameter list, so a seed fixes every value.
+  // Draw order follows the parameter table of docs/mixers.md#gla, so a seed fixes every value.
   q_weight_ = param_normal({key_dim_, d_model}, 0.02, init);
   k_weight_ = param_normal({key_dim_, d_model}, 0.02, init);
   v_weight_ = param_normal({value_dim_, d_model}, 0.02, init);

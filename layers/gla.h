@@ -1,4 +1,4 @@
-// Gated linear attention (SPEC 2.3; Yang et al. 2023, as in flash-linear-attention's
+// Gated linear attention (docs/mixers.md#gla; Yang et al. 2023, as in flash-linear-attention's
 // fla/layers/gla.py with mode "chunk", no short convolution, no feature map, and the
 // fused rmsnorm * swish output gate).
 //
@@ -31,7 +31,7 @@
 
 namespace seqmix {
 
-// Chunk length of the parallel form (SPEC 2.3) and the sub-chunk length inside it:
+// Chunk length of the parallel form (docs/mixers.md#gla) and the sub-chunk length inside it:
 // scores between sub-chunks factor through a reference position, scores inside a
 // diagonal sub-chunk are computed pairwise (every exponent stays <= 0).
 inline constexpr int64_t kGlaChunk = 64;

@@ -1,4 +1,4 @@
-// H3Mixer: parameters and initialisation as SPEC 2.4, the parallel form through
+// H3Mixer: parameters and initialisation as docs/mixers.md#h3, the parallel form through
 // linear() and the two fused SSM ops, the recurrent form through h3_core_step.
 #include "layers/h3.h"
 

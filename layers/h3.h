@@ -1,4 +1,4 @@
-// H3, Hungry Hungry Hippos (Fu, Dao et al. 2022), as SPEC 2.4 writes it:
+// H3, Hungry Hungry Hippos (Fu, Dao et al. 2022), as docs/mixers.md#h3 writes it:
 //   q, k, v = q_proj(x), k_proj(x), v_proj(x)
 //   kt      = SSM_shift(k)                        (a learnable causal filter of length N)
 //   o       = sum_d1 q * SSM_diag(kt (x) v)       (per head, over head_dim x head_dim pairs)

@@ -1,4 +1,4 @@
-// H3's diagonal SSM (SPEC 2.4) as a complex recurrence with chunk checkpoints, one
+// H3's diagonal SSM (docs/mixers.md#h3) as a complex recurrence with chunk checkpoints, one
 // fused op with its hand-written backward beside it, and the recurrent step of the
 // whole core (shift and diagonal SSM). Backward passes accumulate
 // (+=) into gradient buffers (the tape zeroes them once per step) and skip the
@@ -91,7 +91,7 @@ ChannelIndex channel_index(int64_t D, int64_t dh) {
 
 // The kernels run the recurrence on the unit-input state xi = x / Bbar:
 //   xi_t = Abar xi_{t-1} + u_t,   y_t = 2 Re(Ct xi_t) + D u_t,   Ct = C Bbar,
-// the same SSM (x_t = Bbar xi_t), whose kernel is K_h[l] = 2 Re(Ct Abar^l) as SPEC
+// the same SSM (x_t = Bbar xi_t), whose kernel is K_h[l] = 2 Re(Ct Abar^l) as docs/mixers.md#h3
 // writes it. Adding u to the real part replaces a complex-by-real multiply per
 // mode and step (11 instead of 14 flops per mode in the forward, 23 instead of
 // 30 in the backward), and nothing is ever divided by Bbar.

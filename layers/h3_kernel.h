@@ -1,4 +1,4 @@
-// The sequence-mixing core of H3 (SPEC 2.4) as two fused differentiable ops,
+// The sequence-mixing core of H3 (docs/mixers.md#h3) as two fused differentiable ops,
 // plus the recurrent step that shares their inner loops.
 //
 //   h3_shift_conv: kt = SSM_shift(k), a causal depthwise filter of length N
@@ -26,7 +26,7 @@
 
 namespace seqmix {
 
-// The nine SSM parameters of one H3 layer (SPEC 2.4 names in comments), all of
+// The nine SSM parameters of one H3 layer (docs/mixers.md#h3 names in comments), all of
 // one float dtype. N = d_state, Nh = N/2 complex modes, H = D/head_dim heads.
 struct H3SsmParams {
   Tensor shift_B;     // ssm_shift.B       (D, N)
@@ -56,7 +56,7 @@ Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3S
 //   x:    (B, Nh, 2, C)    the complex diagonal states (re row, im row), C = D*head_dim,
 //                          virtual channel c = h*dh*dh + d1*dh + d2. They are kept
 //                          as xi = x / Bbar (xi_t = Abar xi_{t-1} + u_t,
-//                          y_t = 2 Re(Ct xi_t) + D u_t with Ct = C Bbar): the SPEC's
+//                          y_t = 2 Re(Ct xi_t) + D u_t with Ct = C Bbar): the documented
 //                          state up to a constant factor per mode, same size.
 //   taps, tables: the shift filter and the discretised diagonal coefficients,
 //                 built from the parameters at the first step (t = 0) and reused:
@@ -75,7 +75,7 @@ H3CoreState h3_core_state(int64_t batch, int64_t D, int64_t N, int64_t head_dim,
 // rounding), records nothing, advances the state by one token.
 Tensor h3_core_step(H3CoreState& s, const Tensor& q, const Tensor& k, const Tensor& v, const H3SsmParams& p);
 
-// Discretised diagonal SSM per head and mode (double), as SPEC 2.4 writes it:
+// Discretised diagonal SSM per head and mode (double), as docs/mixers.md#h3 writes it:
 // Abar = (1 + dtA/2)/(1 - dtA/2), Bbar = B dt/(1 - dtA/2), C as stored.
 struct H3DiagCoeffs {
   int64_t H = 0, Nh = 0;

@@ -1,4 +1,4 @@
-// H3's shift SSM (SPEC 2.4) as one fused op with its hand-written backward beside it: a
+// H3's shift SSM (docs/mixers.md#h3) as one fused op with its hand-written backward beside it: a
 // direct causal filter of N taps on channel tiles packed into contiguous slabs (forward
 // 17 ms, backward 24 ms at B=8, L=1024, D=256, N=64, float32, one thread). Also the
 // parameter checks and the parameter -> filter map shared with the diagonal SSM.

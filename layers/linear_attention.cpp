@@ -1,4 +1,4 @@
-// Linear attention (SPEC 2.2): parameters, the parallel form and the recurrent
+// Linear attention (docs/mixers.md#linear_attention): parameters, the parallel form and the recurrent
 // form with a constant-size state.
 #include "layers/linear_attention.h"
 

@@ -1,4 +1,4 @@
-// Linear attention of Katharopoulos et al. 2020 (SPEC 2.2).
+// Linear attention of Katharopoulos et al. 2020 (docs/mixers.md#linear_attention).
 //
 // Parallel form: q_proj, k_proj, v_proj (linear), the fused chunked core
 // (layers/linear_attention_kernel.h; the feature map phi = elu + 1 is fused into

@@ -1,4 +1,4 @@
-// Fused causal linear attention (SPEC 2.2): a chunked forward and an exact
+// Fused causal linear attention (docs/mixers.md#linear_attention): a chunked forward and an exact
 // chunked backward, one tape node for the whole core.
 //
 // Notation per head (d = dk = dv): Fq = phi(q), Fk = phi(k), phi = elu + 1. The

@@ -1,4 +1,4 @@
-// The fused core of causal linear attention (SPEC 2.2), one differentiable op
+// The fused core of causal linear attention (docs/mixers.md#linear_attention), one differentiable op
 // with a hand-written chunked backward. Reference twin (plain loops, the tests' oracle):
 // tests/support/reference_linear_attention.h (reference_linear_attention_core /
 // reference_linear_attention_core_backward, reference_linear_attention_layer).

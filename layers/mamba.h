@@ -1,4 +1,4 @@
-// The mamba mixer: selective SSM as in mamba_ssm's mamba_simple (SPEC 2.5).
+// The mamba mixer: selective SSM as in mamba_ssm's mamba_simple (docs/mixers.md#mamba).
 //
 // Parallel form (training), with E = expand * D:
 //   xz   = in_proj(u)                               (B, L, 2E), rows [0,E) x, [E,2E) z
@@ -65,7 +65,7 @@ class MambaMixer : public Mixer {
   // lower it to exercise many chunk boundaries.
   void set_scan_chunk(int64_t chunk);
 
-  // Parameters (SPEC 2.5 names).
+  // Parameters (docs/mixers.md#mamba names).
   Tensor in_proj_weight;   // (2E, D)
   Tensor conv1d_weight;    // (E, 1, d_conv)
   Tensor conv1d_bias;      // (E)

@@ -1,4 +1,4 @@
-// Fused differentiable ops of the mamba mixer (SPEC 2.5), each with a hand-written
+// Fused differentiable ops of the mamba mixer (docs/mixers.md#mamba), each with a hand-written
 // CPU backward: the conv and the column linear in layers/mamba_conv.cpp, the selective
 // scan in layers/mamba_scan.cpp (each with its recurrent step beside it). Reference twin
 // (plain loops, the tests' oracle): tests/support/reference_mamba.h (ref_conv_forward /
@@ -40,7 +40,7 @@ Tensor mamba_conv1d_silu(const ColumnSlice& x, const Tensor& w, const Tensor& bi
 // or undefined -> (..., O). (mamba's dt_proj applied to the dl columns of x_dbl.)
 Tensor mamba_linear_columns(const ColumnSlice& x, const Tensor& w, const Tensor& bias);
 
-// The fused selective scan with its gate (SPEC 2.5; selective_scan_fn of
+// The fused selective scan with its gate (docs/mixers.md#mamba; selective_scan_fn of
 // mamba_ssm with delta_softplus and z):
 //   delta = softplus(delta_raw), A = -exp(A_log),
 //   h_t[e,n] = exp(delta[t,e] A[e,n]) h_{t-1}[e,n] + delta[t,e] Bt[t,n] u[t,e],   h_{-1} = 0

@@ -9,7 +9,7 @@
 // bit patterns with integer masks, because GCC refuses to if-convert float compares
 // under the default -ftrapping-math.
 //
-// The float64 versions are libm's, for the gradient checks. Both follow SPEC 2.5:
+// The float64 versions are libm's, for the gradient checks. Both follow docs/mixers.md#mamba:
 // softplus(r) = r > 20 ? r : log1p(exp(r)).
 #pragma once
 

@@ -38,7 +38,7 @@ struct MixerEntry {
   // The option rules (the layer's check_options for this type).
   void (*check)(const MixerOptions& opt, int64_t d_model, OptionCheck& check);
   std::unique_ptr<Mixer> (*make)(const MixerOptions& opt, int64_t d_model, const LayerInit& init);
-  // Floats of recurrent state per sequence after t tokens (SPEC's formula), without
+  // Floats of recurrent state per sequence after t tokens (the formula of docs/mixers.md#state-sizes), without
   // building the layer; equal to the layer's state_size(t).
   int64_t (*state_size)(const MixerOptions& opt, int64_t d_model, int64_t t);
 };

@@ -1,4 +1,4 @@
-// The language model around the mixers (SPEC section 1):
+// The language model around the mixers (docs/model.md):
 //   x = E[tokens] (+ P[positions]); x = dropout(x)
 //   per layer: x += dropout(mixer(norm1(x))); x += dropout(mlp(norm2(x))) if mlp
 //   logits = norm_f(x) E^T (tied) or lm_head(norm_f(x))

@@ -1,6 +1,6 @@
-// Layers: named parameters and the mixer interface (SPEC sections 1-2).
+// Layers: named parameters and the mixer interface (docs/model.md, docs/mixers.md).
 //
-// Every layer lists its parameters by SPEC name (the checkpoint's dataset names),
+// Every layer lists its parameters by documented name (the checkpoint's dataset names),
 // so training, checkpoints and tests refer to "layers.0.mixer.Wqkv.weight", never
 // to positions. Layers are built in float32 for training or float64 for the
 // gradient checks (LayerInit::dtype); initialisation draws in double from a
@@ -19,8 +19,8 @@ namespace seqmix {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// A parameter with its SPEC name and whether AdamW's weight decay applies to it. The layer
-// that creates a parameter sets the flag, by SPEC section 1's rule: weights of two or more
+// A parameter with its documented name and whether AdamW's weight decay applies to it. The layer
+// that creates a parameter sets the flag, by the rule of docs/model.md#weight-decay-groups: weights of two or more
 // dimensions decay; biases, norm weights and the SSM parameters (h3's ssm_shift.* and
 // ssm_diag.*, mamba's A_log and D) do not. The optimizer reads the flag, not the name.
 struct Parameter {
@@ -37,11 +37,11 @@ NamedTensors named(const Parameters& params);
 
 struct LayerInit {
   Generator* gen = nullptr;  // initialisation draws
-  int64_t n_layers = 1;      // for the scaled init of out_proj/o_proj/fc2 (SPEC 1)
+  int64_t n_layers = 1;      // for the scaled init of out_proj/o_proj/fc2 (docs/model.md)
   DType dtype = DType::f32;
 };
 
-// Parameter constructors: allocate with requires_grad, fill as SPEC says.
+// Parameter constructors: allocate with requires_grad, fill as docs/model.md#initialisation says.
 Tensor param_normal(const Shape& shape, double std, const LayerInit& init);
 Tensor param_uniform(const Shape& shape, double lo, double hi, const LayerInit& init);
 Tensor param_constant(const Shape& shape, double value, const LayerInit& init);
@@ -66,9 +66,9 @@ class Mixer {
   // x_t (B, D) -> y_t (B, D). Steps record nothing on the tape.
   virtual std::unique_ptr<MixerState> init_state(int64_t batch) const = 0;
   virtual Tensor step(MixerState& state, const Tensor& x_t) const = 0;
-  // Floats of recurrent state per sequence after t tokens (SPEC 2).
+  // Floats of recurrent state per sequence after t tokens (docs/mixers.md#state-sizes).
   virtual int64_t state_size(int64_t t) const = 0;
-  // Appends (prefix + SPEC name, tensor, decay) for every parameter.
+  // Appends (prefix + documented name, tensor, decay) for every parameter.
   virtual void parameters(const std::string& prefix, Parameters& out) const = 0;
   // The same without the decay flags.
   void named_parameters(const std::string& prefix, NamedTensors& out) const;

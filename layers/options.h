@@ -1,5 +1,5 @@
-// Plain option structs for the language model and its mixers (SPEC sections 1-2).
-// Defaults are SPEC's. train/config.* fills them from YAML; layers never read files.
+// Plain option structs for the language model and its mixers (docs/model.md, docs/mixers.md).
+// Defaults are the documented ones (docs/model.md, docs/mixers.md). train/config.* fills them from YAML; layers never read files.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Recall tasks and datasets (SPEC section 3): the MQAR layout of the SPEC's
+// Recall tasks and datasets (docs/tasks.md): the MQAR layout of the documented
 // worked example, the invariants of every task, determinism, train/test
 // separation, the power-law slot distribution and the option checks.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// Text corpora (SPEC section 4): tokenizers, file errors, the 90/10 split,
+// Text corpora (docs/tasks.md#text-corpora): tokenizers, file errors, the 90/10 split,
 // training windows and evaluation windows.
 #include <gtest/gtest.h>
 #include <unistd.h>

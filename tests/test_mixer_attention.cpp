@@ -1,4 +1,4 @@
-// Causal multi-head attention (SPEC 2.1): the fused core against the plain-loop
+// Causal multi-head attention (docs/mixers.md#attention): the fused core against the plain-loop
 // oracle (float32, forward and backward, with and without dropout, L up to 300),
 // float64 gradient checks of the whole layer, float32 against float64, parallel
 // against recurrent form, causality, determinism, initialisation.

@@ -1,4 +1,4 @@
-// Gated linear attention (SPEC 2.3): the fused chunked recurrence and output gate
+// Gated linear attention (docs/mixers.md#gla): the fused chunked recurrence and output gate
 // against plain-loop references (float32 and float64, forward and backward), float64
 // gradient checks of the ops and of the whole layer, parallel form vs recurrent step,
 // causality, exponent safety under very strong gates, and the initialisation.

@@ -1,4 +1,4 @@
-// H3 mixer (SPEC 2.4): initialisation, float64 gradient checks of the whole layer,
+// H3 mixer (docs/mixers.md#h3): initialisation, float64 gradient checks of the whole layer,
 // the fused float32 ops against the plain-loop kernel-form reference (forward and
 // backward), parallel vs recurrent form, causality, determinism and shape errors.
 //
@@ -88,7 +88,7 @@ void randomize(const H3Mixer& m, uint64_t seed) {
 }
 
 // ---------------------------------------------------------------------------
-// Initialisation (SPEC 2.4 and SPEC 1).
+// Initialisation (docs/mixers.md#h3 and docs/model.md#initialisation).
 // ---------------------------------------------------------------------------
 
 struct Stats {
@@ -241,7 +241,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, H3GradCheck,
 
 struct OpCase {
   int64_t B, L, D, N, dh;
-  bool spec_init = false;  // keep SPEC's initial parameters (A_imag up to pi*(N/2-1))
+  bool spec_init = false;  // keep the documented initial parameters (A_imag up to pi*(N/2-1))
 };
 void PrintTo(const OpCase& c, std::ostream* os) {
   *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"D", double(c.D)},

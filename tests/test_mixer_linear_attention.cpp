@@ -1,4 +1,4 @@
-// Linear attention (SPEC 2.2): the fused chunked core against the plain-loop
+// Linear attention (docs/mixers.md#linear_attention): the fused chunked core against the plain-loop
 // oracle (float32, forward and backward, L up to 300 across several chunks),
 // float64 gradient checks of the whole layer, float32 against float64, parallel
 // against recurrent form, causality, determinism, initialisation.

@@ -1,4 +1,4 @@
-// The mamba mixer (SPEC 2.5): the fused ops (conv + silu, dt_proj on columns, the
+// The mamba mixer (docs/mixers.md#mamba): the fused ops (conv + silu, dt_proj on columns, the
 // selective scan) and the whole layer.
 //
 // - float64 finite-difference gradient checks of each fused op (table-driven over
@@ -538,7 +538,7 @@ TEST(MambaLayer, BackwardIsBitIdenticalFromRunToRun) {
 
 TEST(MambaLayer, NamesShapesAndStateSize) {
   Generator gen(1);
-  MambaOptions opt;  // SPEC defaults: N 16, d_conv 4, expand 2, dt_rank auto
+  MambaOptions opt;  // documented defaults: N 16, d_conv 4, expand 2, dt_rank auto
   MambaMixer m(40, opt, LayerInit{&gen, 1, DType::f32});
   const int64_t E = 80, N = 16, R = 3, K = 4;  // R = ceil(40/16)
   EXPECT_EQ(m.dt_rank(), R);

@@ -1,8 +1,8 @@
 // The tests every mixer passes, one instance per row of the mixer registry (a new mixer
-// gets them by adding its row, its small options and its SPEC shapes in
+// gets them by adding its row, its small options and its documented shapes in
 // tests/support/mixer_spec.cpp, and its reference twin in tests/support/reference_mixers.cpp):
 // float64 gradient check, the fused layer against its reference twin, parallel against
-// recurrent form, causality, parameter names and shapes against SPEC, bit-identical results
+// recurrent form, causality, parameter names and shapes against docs/mixers.md, bit-identical results
 // across runs and thread counts, and bad arguments. The per-mixer files keep what is
 // specific to one mixer (kernel shapes, chunk boundaries, initialisation).
 #include <gtest/gtest.h>

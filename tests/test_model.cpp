@@ -1,4 +1,4 @@
-// The language model around the mixers (SPEC 1): whole-model float64 gradient
+// The language model around the mixers (docs/model.md): whole-model float64 gradient
 // checks for every mixer, parameter names, initialisation, parallel against
 // recurrent decoding, and greedy generation through the recurrent form against
 // argmax decoding through the parallel form.
@@ -91,7 +91,7 @@ TEST_P(ModelTest, ParameterNamesFollowSpec) {
   EXPECT_EQ(shapes.at("norm_f.bias"), (Shape{8}));
   EXPECT_EQ(shapes.at("lm_head.weight"), (Shape{11, 8}));
   EXPECT_EQ(shapes.count("embeddings.position_embeddings.weight"), 0u);
-  // The mixer's own parameters, in order, as SPEC section 2 names and shapes them.
+  // The mixer's own parameters, in order, as docs/mixers.md names and shapes them.
   for (int64_t layer = 0; layer < opt.n_layers; ++layer) {
     std::vector<std::pair<std::string, Shape>> got;
     const std::string prefix = "layers." + std::to_string(layer) + ".mixer.";
@@ -101,7 +101,7 @@ TEST_P(ModelTest, ParameterNamesFollowSpec) {
   }
 }
 
-// The layers' decay flags give SPEC section 1's groups (the name rule the optimizer used
+// The layers' decay flags give the groups of docs/model.md#weight-decay-groups (the name rule the optimizer used
 // to apply): tensors of two or more dimensions decay, except ssm_shift.*, ssm_diag.*,
 // A_log and D; biases and norm weights never do.
 TEST_P(ModelTest, DecayFlagsFollowSpec) {
@@ -125,7 +125,7 @@ TEST_P(ModelTest, DecayFlagsFollowSpec) {
   EXPECT_GT(decayed, 0);
 }
 
-// The registry's state size (used without building a layer) is the layer's and SPEC's.
+// The registry's state size (used without building a layer) is the layer's and the documented one.
 TEST_P(ModelTest, StateSizeFollowsSpec) {
   const MixerOptions opt = small_mixer_options(GetParam());
   Generator g(1);
@@ -253,7 +253,7 @@ TEST(Model, SequenceLongerThanPositionsIsAnError) {
 namespace {
 
 // Every shipped training config builds a model whose every layer has the mixer parameters
-// (names and shapes) and the state size that its options promise by SPEC.
+// (names and shapes) and the state size that its options promise by docs/mixers.md.
 TEST(Model, ShippedConfigsBuildTheShapesTheyPromise) {
   namespace fs = std::filesystem;
   int count = 0;

@@ -93,7 +93,7 @@ TEST(Adam, ParameterWithoutGradientIsUntouched) {
 }
 
 // The decay groups are the parameters' flags (set by the layers; tests/test_model.cpp
-// checks them against SPEC's rule): a 2-D tensor flagged not to decay is left alone.
+// checks them against the documented rule (docs/model.md#weight-decay-groups)): a 2-D tensor flagged not to decay is left alone.
 TEST(Adam, DecayFollowsTheParameterFlag) {
   Tensor a = param({2, 2}, {1, 1, 1, 1}), b = param({2, 2}, {1, 1, 1, 1});
   set_grad(a, {0, 0, 0, 0});

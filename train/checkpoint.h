@@ -1,8 +1,8 @@
-// HDF5 checkpoints (SPEC section 5).
+// HDF5 checkpoints (docs/checkpoints.md).
 //
 //   /                    attributes: format = "seqmix", format_version = 1 (int),
 //                        config = the resolved configuration as YAML text
-//   /params/<name>       float32, PyTorch shapes (names as SPEC 1-2; the dots stay
+//   /params/<name>       float32, PyTorch shapes (names as docs/model.md, docs/mixers.md; the dots stay
 //                        in the dataset name, e.g. /params/layers.0.mixer.Wqkv.weight)
 //   /optimizer/step      int64 scalar
 //   /optimizer/m/<name>, /optimizer/v/<name>   Adam moments

@@ -62,7 +62,7 @@ struct OptimizerConfig {
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double weight_decay = 0.1;   // adamw only; see SPEC section 1 for which tensors decay
+  double weight_decay = 0.1;   // adamw only; docs/model.md#weight-decay-groups says which tensors decay
   double grad_clip = 1.0;      // global gradient-norm clip; 0 = off
   bool operator==(const OptimizerConfig&) const = default;
 };

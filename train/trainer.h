@@ -1,4 +1,4 @@
-// The training loop: AdamW with SPEC's decay groups, a learning-rate schedule,
+// The training loop: AdamW with the decay groups of docs/model.md#weight-decay-groups, a learning-rate schedule,
 // gradient clipping, evaluation every N steps or every epoch, early stopping at
 // an accuracy threshold, periodic and final checkpoints, and exact resumption.
 #pragma once

@@ -14,7 +14,7 @@ std::vector<std::pair<std::string, Shape>> spec_mixer_parameters(const MixerOpti
             {"v_proj.weight", {D, D}}, {"v_proj.bias", {D}},   {"out_proj.weight", {D, D}}, {"out_proj.bias", {D}}};
   if (type == "gla") {
     const GlaOptions& g = opt.gla;
-    // SPEC: Dk = D * expand_k, Dv = D * expand_v (whole numbers; the config checks that).
+    // docs/mixers.md#gla: Dk = D * expand_k, Dv = D * expand_v (whole numbers; the config checks that).
     const int64_t Dk = std::llround(static_cast<double>(D) * g.expand_k);
     const int64_t Dv = std::llround(static_cast<double>(D) * g.expand_v);
     const int64_t r = g.gate_low_rank_dim, dv = Dv / g.num_heads;
@@ -39,7 +39,7 @@ std::vector<std::pair<std::string, Shape>> spec_mixer_parameters(const MixerOpti
             {"x_proj.weight", {R + 2 * N, E}}, {"dt_proj.weight", {E, R}}, {"dt_proj.bias", {E}},
             {"A_log", {E, N}}, {"D", {E}}, {"out_proj.weight", {D, E}}};
   }
-  throw std::invalid_argument("spec_mixer_parameters: no SPEC shapes written for mixer '" + type + "'");
+  throw std::invalid_argument("spec_mixer_parameters: no documented shapes written for mixer '" + type + "'");
 }
 
 int64_t spec_state_size(const MixerOptions& opt, int64_t D, int64_t t) {
@@ -60,7 +60,7 @@ int64_t spec_state_size(const MixerOptions& opt, int64_t D, int64_t t) {
     const int64_t E = opt.mamba.expand * D;
     return E * (opt.mamba.d_conv - 1) + E * opt.mamba.d_state;
   }
-  throw std::invalid_argument("spec_state_size: no SPEC state size written for mixer '" + type + "'");
+  throw std::invalid_argument("spec_state_size: no documented state size written for mixer '" + type + "'");
 }
 
 MixerOptions small_mixer_options(const std::string& type) {

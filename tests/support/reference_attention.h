@@ -1,4 +1,4 @@
-// Plain-loop oracle for causal multi-head attention (SPEC 2.1), for tests only.
+// Plain-loop oracle for causal multi-head attention (docs/mixers.md#attention), for tests only.
 //
 // Everything is computed in double from the given tensors (any float dtype) and
 // returned as float64 tensors. The full (L, L) probability matrix is formed, the

@@ -1,4 +1,4 @@
-// Slow plain-loop reference for gated linear attention (SPEC 2.3), in double, for the
+// Slow plain-loop reference for gated linear attention (docs/mixers.md#gla), in double, for the
 // tests only: the recurrence step by step (forward and its reverse-mode backward,
 // keeping every state), the output gate, and the whole layer from its parameters
 // without oneDNN. Inputs may be float32 or float64; results are float64.

@@ -28,7 +28,7 @@ Dims dims_of(const H3SsmParams& p) {
   return d;
 }
 
-// Discretisation of one mode, written out as SPEC 2.4 does.
+// Discretisation of one mode, written out as docs/mixers.md#h3 does.
 struct Mode {
   double dt;
   cplx A, den, abar, s, Bd, C, W;  // W = Ct = C B dt / (1 - dtA/2)

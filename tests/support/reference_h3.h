@@ -1,4 +1,4 @@
-// Slow plain-loop reference of H3 (SPEC 2.4) in double, for tests only.
+// Slow plain-loop reference of H3 (docs/mixers.md#h3) in double, for tests only.
 //
 // It takes the kernel route the fused ops avoid: the shift filter f and the
 // diagonal SSM's convolution kernel K_h[l] = 2 Re(sum_n Ct_n Abar_n^l) are built

@@ -1,4 +1,4 @@
-// Plain-loop oracle for causal linear attention (SPEC 2.2), for tests only.
+// Plain-loop oracle for causal linear attention (docs/mixers.md#linear_attention), for tests only.
 //
 // Everything is computed in double and returned as float64 tensors. The forward
 // runs the recurrence S_t = S_{t-1} + phi(k_t) v_t^T, z_t = z_{t-1} + phi(k_t)

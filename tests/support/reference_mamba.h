@@ -1,7 +1,7 @@
-// Slow plain-loop twin of the mamba mixer (SPEC 2.5), in double, for tests only.
+// Slow plain-loop twin of the mamba mixer (docs/mixers.md#mamba), in double, for tests only.
 //
 // Everything is std::vector<double> in row-major order, computed straight from the
-// SPEC formulas: the scan keeps h for every step (no chunking), the projections
+// The documented formulas: the scan keeps h for every step (no chunking), the projections
 // are triple loops, and the backward is the chain rule written out step by step.
 // It is the oracle of the fused float32 kernels (layers/mamba_conv.cpp, mamba_scan.cpp) and of
 // the whole layer (layers/mamba.cpp).
