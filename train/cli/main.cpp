@@ -1,5 +1,7 @@
 // seqmix: train, evaluate, inspect, sample from and sweep sequence models.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <iostream>
 
 #include "train/cmd_logits.h"
@@ -8,6 +10,9 @@
 #include "train/sweep.h"
 
 int main(int argc, char** argv) {
+  // Diagnostics (warnings, info lines) go to stderr, so that what a command prints on
+  // stdout (eval's JSON, logits, info) stays machine-readable.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("seqmix"));
   using namespace seqmix;
   CLI::App app{"seqmix: efficient sequence models (attention, linear attention, GLA, H3, Mamba) on the CPU"};
   app.require_subcommand(1);
