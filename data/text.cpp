@@ -11,6 +11,7 @@
 
 #include "data/errors.h"
 #include "data/recall_tasks.h"  // kIgnoreLabel
+#include "data/token_windows.h"
 
 namespace seqmix {
 
@@ -305,22 +306,11 @@ const int32_t* TextCorpus::tokens(Split split) const {
 void TextCorpus::sample_batch(Split split, int64_t B, Generator& rng, std::vector<int32_t>& inputs,
                               std::vector<int32_t>& labels) const {
   if (B < 0) throw DataError("text corpus: batch size must be >= 0 (B = " + std::to_string(B) + ")");
-  const size_t L = static_cast<size_t>(options_.seq_len);
-  const int32_t* tok = tokens(split);
-  const int64_t n = num_tokens(split);
-  inputs.resize(static_cast<size_t>(B) * L);
-  labels.resize(static_cast<size_t>(B) * L);
-  for (int64_t b = 0; b < B; ++b) {
-    // As nanoGPT: start in [0, n - L), so the window [start, start + L] fits.
-    const int64_t start = rng.randint(0, n - static_cast<int64_t>(L));
-    std::copy(tok + start, tok + start + L, inputs.data() + b * L);
-    std::copy(tok + start + 1, tok + start + 1 + L, labels.data() + b * L);
-  }
+  sample_token_windows(tokens(split), num_tokens(split), options_.seq_len, B, rng, inputs, labels);
 }
 
 int64_t TextCorpus::num_eval_windows(Split split) const {
-  const int64_t targets = num_tokens(split) - 1;
-  return (targets + options_.seq_len - 1) / options_.seq_len;
+  return count_eval_windows(num_tokens(split), options_.seq_len);
 }
 
 int64_t TextCorpus::eval_batch(Split split, int64_t first, int64_t B, std::vector<int32_t>& inputs,
@@ -328,21 +318,7 @@ int64_t TextCorpus::eval_batch(Split split, int64_t first, int64_t B, std::vecto
   if (first < 0 || B < 0)
     throw DataError("text corpus: eval_batch needs first >= 0 and B >= 0 (first = " +
                     std::to_string(first) + ", B = " + std::to_string(B) + ")");
-  const int64_t L = options_.seq_len, n = num_tokens(split);
-  const int64_t rows = std::max<int64_t>(0, std::min(B, num_eval_windows(split) - first));
-  const int32_t* tok = tokens(split);
-  inputs.resize(static_cast<size_t>(rows * L));
-  labels.resize(static_cast<size_t>(rows * L));
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t start = (first + r) * L;
-    for (int64_t t = 0; t < L; ++t) {
-      const int64_t idx = start + t;
-      const bool real = idx + 1 < n;  // a position is real when it has a next token
-      inputs[r * L + t] = real ? tok[idx] : 0;
-      labels[r * L + t] = real ? tok[idx + 1] : kIgnoreLabel;
-    }
-  }
-  return rows;
+  return fill_eval_windows(tokens(split), num_tokens(split), options_.seq_len, first, B, inputs, labels);
 }
 
 }  // namespace seqmix

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/random.h"
+#include "core/ops.h"  // kIgnoreLabel
 
 namespace seqmix {
 
@@ -36,7 +37,6 @@ inline int64_t count_eval_windows(int64_t n, int64_t L) { return (n - 1 + L - 1)
 template <class Token>
 int64_t fill_eval_windows(const Token* tok, int64_t n, int64_t L, int64_t first, int64_t B,
                           std::vector<int32_t>& inputs, std::vector<int32_t>& labels) {
-  constexpr int32_t kIgnore = -100;
   const int64_t rows = std::max<int64_t>(0, std::min(B, count_eval_windows(n, L) - first));
   inputs.resize(static_cast<size_t>(rows * L));
   labels.resize(static_cast<size_t>(rows * L));
@@ -46,7 +46,7 @@ int64_t fill_eval_windows(const Token* tok, int64_t n, int64_t L, int64_t first,
       const int64_t idx = start + t;
       const bool real = idx + 1 < n;  // a position is real when it has a next token
       inputs[r * L + t] = real ? static_cast<int32_t>(tok[idx]) : 0;
-      labels[r * L + t] = real ? static_cast<int32_t>(tok[idx + 1]) : kIgnore;
+      labels[r * L + t] = real ? static_cast<int32_t>(tok[idx + 1]) : kIgnoreLabel;
     }
   }
   return rows;
