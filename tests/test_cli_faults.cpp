@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "tests/support/command_testing.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -27,12 +28,8 @@ struct Result {
 
 Result run(const std::string& args) {
   const std::string cmd = std::string(SEQMIX_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const seqmix::testing::CommandResult r = seqmix::testing::run_command(cmd);
+  return {r.code, r.out};
 }
 
 fs::path temp_dir(const std::string& name) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/tape.h"
+#include "tests/support/command_testing.h"
 #include "train/cmd_logits.h"
 #include "train/model_io.h"
 
@@ -27,14 +28,10 @@ struct Result {
 Result run(const std::string& args, const fs::path& dir) {
   const std::string err_file = (dir / "stderr.txt").string();
   const std::string cmd = std::string(SEQMIX_BINARY) + " " + args + " 2>" + err_file;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
+  const seqmix::testing::CommandResult r = seqmix::testing::run_command(cmd);
   std::ifstream e(err_file);
   std::string err((std::istreambuf_iterator<char>(e)), std::istreambuf_iterator<char>());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err};
+  return {r.code, r.out, err};
 }
 
 fs::path temp_dir(const std::string& name) {

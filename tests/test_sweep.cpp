@@ -10,6 +10,7 @@
 #include <regex>
 #include <sstream>
 
+#include "tests/support/command_testing.h"
 #include "train/config.h"
 #include "train/sweep.h"
 #include "train/sweep_progress.h"
@@ -25,12 +26,8 @@ struct Result {
 };
 
 Result run(const std::string& cmd_line) {
-  FILE* p = popen((cmd_line + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const seqmix::testing::CommandResult r = seqmix::testing::run_command(cmd_line + " 2>&1");
+  return {r.code, r.out};
 }
 
 fs::path temp_dir(const std::string& name) {
