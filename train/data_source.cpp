@@ -71,70 +71,14 @@ class RecallSource : public DataSource {
   std::vector<int64_t> perm_;
 };
 
-class TextSource : public DataSource {
+// A stream of tokens cut into windows (a text corpus, token files): training windows
+// at random (the position in the stream is the RNG state), evaluation windows in order.
+// Windows is TextCorpus or TokenDataset.
+template <class Windows>
+class WindowSource : public DataSource {
  public:
-  TextSource(const DataOptions& opt, int64_t batch, int64_t eval_batches, const Tokenizer* tok, bool whole)
-      : batch_(batch),
-        eval_batches_(eval_batches),
-        whole_(whole),
-        corpus_(TextCorpus::load(opt.text, tok, whole)),
-        rng_(hash_counter(opt.seed, 0x7e47)) {}
-
-  Batch next_train_batch() override {
-    if (whole_) throw DataError("text corpus '" + corpus_.options().path + "' was loaded for evaluation only");
-    std::vector<int32_t> in, lab;
-    corpus_.sample_batch(Split::train, batch_, rng_, in, lab);
-    return to_batch(batch_, corpus_.seq_len(), in, lab);
-  }
-  int64_t batches_per_epoch() const override { return 0; }
-  std::map<std::string, uint64_t> state() const override {
-    return {{"data_rng_seed", rng_.seed()}, {"data_rng_counter", rng_.counter()}};
-  }
-  void set_state(const std::map<std::string, uint64_t>& s) override {
-    rng_.set_state(s.at("data_rng_seed"), s.at("data_rng_counter"));
-  }
-  // The first eval_batches * B validation windows (all of them when eval_batches
-  // is 0): the same windows at every evaluation, so the curve is comparable.
-  int64_t num_eval_batches() const override {
-    const int64_t all = (corpus_.num_eval_windows(Split::test) + batch_ - 1) / batch_;
-    return eval_batches_ > 0 ? std::min(all, eval_batches_) : all;
-  }
-  Batch eval_batch(int64_t i) const override {
-    std::vector<int32_t> in, lab;
-    const int64_t rows = corpus_.eval_batch(Split::test, i * batch_, batch_, in, lab);
-    return to_batch(rows, corpus_.seq_len(), in, lab);
-  }
-  int64_t vocab_size() const override { return corpus_.tokenizer().vocab_size(); }
-  int64_t seq_len() const override { return corpus_.seq_len(); }
-  const Tokenizer* tokenizer() const override { return &corpus_.tokenizer(); }
-  std::string describe() const override {
-    std::ostringstream os;
-    os << "text " << corpus_.options().path << ": " << corpus_.tokenizer().kind() << " tokenizer, V=" << vocab_size();
-    if (whole_) os << ", all " << corpus_.num_tokens(Split::test) << " tokens evaluated, L=" << seq_len();
-    else
-      os << ", " << corpus_.num_tokens(Split::train) << " train / " << corpus_.num_tokens(Split::test)
-         << " validation tokens, L=" << seq_len();
-    return os.str();
-  }
-
- private:
-  int64_t batch_, eval_batches_;
-  bool whole_;
-  TextCorpus corpus_;
-  Generator rng_;
-};
-
-// ---- Pre-tokenized files (data.kind: tokens) ----------------------------------------
-
-// Training windows from the train file at random (the position in the stream is the
-// RNG state, as for text); evaluation windows from the validation file, in order.
-class TokenSource : public DataSource {
- public:
-  TokenSource(const DataOptions& opt, int64_t batch, int64_t eval_batches)
-      : batch_(batch),
-        eval_batches_(eval_batches),
-        data_(TokenDataset::open(opt.tokens)),
-        rng_(hash_counter(opt.seed, 0x70c5)) {}
+  WindowSource(Windows data, int64_t batch, int64_t eval_batches, uint64_t rng_seed)
+      : batch_(batch), eval_batches_(eval_batches), data_(std::move(data)), rng_(rng_seed) {}
 
   Batch next_train_batch() override {
     std::vector<int32_t> in, lab;
@@ -148,8 +92,8 @@ class TokenSource : public DataSource {
   void set_state(const std::map<std::string, uint64_t>& s) override {
     rng_.set_state(s.at("data_rng_seed"), s.at("data_rng_counter"));
   }
-  // The first eval_batches * B windows of the validation file (all when 0), the
-  // same at every evaluation.
+  // The first eval_batches * B validation windows (all of them when eval_batches
+  // is 0): the same windows at every evaluation, so the curve is comparable.
   int64_t num_eval_batches() const override {
     const int64_t all = (data_.num_eval_windows(Split::test) + batch_ - 1) / batch_;
     return eval_batches_ > 0 ? std::min(all, eval_batches_) : all;
@@ -159,8 +103,48 @@ class TokenSource : public DataSource {
     const int64_t rows = data_.eval_batch(Split::test, i * batch_, batch_, in, lab);
     return to_batch(rows, data_.seq_len(), in, lab);
   }
-  int64_t vocab_size() const override { return data_.options().vocab_size; }
   int64_t seq_len() const override { return data_.seq_len(); }
+
+ protected:
+  int64_t batch_, eval_batches_;
+  Windows data_;
+  Generator rng_;
+};
+
+class TextSource : public WindowSource<TextCorpus> {
+ public:
+  TextSource(const DataOptions& opt, int64_t batch, int64_t eval_batches, const Tokenizer* tok, bool whole)
+      : WindowSource(TextCorpus::load(opt.text, tok, whole), batch, eval_batches, hash_counter(opt.seed, 0x7e47)),
+        whole_(whole) {}
+
+  Batch next_train_batch() override {
+    if (whole_) throw DataError("text corpus '" + data_.options().path + "' was loaded for evaluation only");
+    return WindowSource::next_train_batch();
+  }
+  int64_t vocab_size() const override { return data_.tokenizer().vocab_size(); }
+  const Tokenizer* tokenizer() const override { return &data_.tokenizer(); }
+  std::string describe() const override {
+    std::ostringstream os;
+    os << "text " << data_.options().path << ": " << data_.tokenizer().kind() << " tokenizer, V=" << vocab_size();
+    if (whole_) os << ", all " << data_.num_tokens(Split::test) << " tokens evaluated, L=" << seq_len();
+    else
+      os << ", " << data_.num_tokens(Split::train) << " train / " << data_.num_tokens(Split::test)
+         << " validation tokens, L=" << seq_len();
+    return os.str();
+  }
+
+ private:
+  bool whole_;
+};
+
+// ---- Pre-tokenized files (data.kind: tokens) ----------------------------------------
+
+class TokenSource : public WindowSource<TokenDataset> {
+ public:
+  TokenSource(const DataOptions& opt, int64_t batch, int64_t eval_batches)
+      : WindowSource(TokenDataset::open(opt.tokens), batch, eval_batches, hash_counter(opt.seed, 0x70c5)) {}
+
+  int64_t vocab_size() const override { return data_.options().vocab_size; }
   std::string describe() const override {
     std::ostringstream os;
     os << "tokens " << data_.options().train_path << " (" << data_.num_tokens(Split::train) << " tokens) / "
@@ -168,11 +152,6 @@ class TokenSource : public DataSource {
        << ", L=" << seq_len();
     return os.str();
   }
-
- private:
-  int64_t batch_, eval_batches_;
-  TokenDataset data_;
-  Generator rng_;
 };
 
 }  // namespace
