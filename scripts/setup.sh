@@ -13,6 +13,8 @@ packages=(
   # run with Debian's /usr/bin/python3. libopenblas0-pthread keeps torch fast on CPU.
   python3 python3-torch python3-numpy python3-h5py python3-yaml python3-matplotlib
   libopenblas0-pthread
+  # data-parallel training (mpirun -np N seqmix train) and its tests
+  libopenmpi-dev openmpi-bin
 )
 missing=()
 for p in "${packages[@]}"; do
