@@ -366,6 +366,12 @@ TEST(SweepShard, SlurmArrayTaskIsItsPositionInTheArray) {
                 .find("not evenly spaced"),
             std::string::npos);
   EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "2"}}).find("SLURM_ARRAY_TASK_COUNT is not"), std::string::npos);
+  // sbatch --array=3 to run shard 3 again would otherwise run the whole grid.
+  EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "3"}, {"SLURM_ARRAY_TASK_COUNT", "1"}, {"SLURM_ARRAY_TASK_MIN", "3"},
+                     {"SLURM_ARRAY_TASK_MAX", "3"}})
+                .find("this job array has one task (SLURM_ARRAY_TASK_ID=3, SLURM_ARRAY_TASK_COUNT=1, "
+                      "SLURM_ARRAY_TASK_MIN=3, SLURM_ARRAY_TASK_MAX=3), which would run the whole grid"),
+            std::string::npos);
   EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "x"}, {"SLURM_ARRAY_TASK_COUNT", "3"}}).find("SLURM_ARRAY_TASK_ID='x' is "
                                                                                           "not a whole number"),
             std::string::npos);

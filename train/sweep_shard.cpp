@@ -64,6 +64,12 @@ std::optional<SweepShard> shard_from_slurm(const std::function<const char*(const
   const std::string fix = " (" + vars + "); submit the array as --array=0-" + std::to_string(count > 0 ? count - 1 : 0) +
                           " or pass --shard I/N";
   if (count < 1) throw std::invalid_argument("the job array has no tasks" + fix);
+  // One task is most likely one shard of a larger array submitted again (sbatch
+  // --array=3): taken at its word it would run the whole grid, beside the other shards.
+  if (count == 1)
+    throw std::invalid_argument("this job array has one task (" + vars + "), which would run the whole grid; to run "
+                                "one shard of N again pass --shard I/N (or submit the whole array again: finished "
+                                "points are skipped), and for the whole grid in one task pass --shard 0/1");
   if (step < 1) throw std::invalid_argument("the job array's step is not positive" + fix);
   // An evenly spaced array has max = min + (count - 1) x step; a list such as 1,2,5 has not.
   if (max && *max != min + (count - 1) * step)

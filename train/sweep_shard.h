@@ -39,7 +39,9 @@ SweepShard parse_shard(const std::string& text);
 // consecutive (--array=0-14:2): the shard is the task's position in the array,
 // (ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP, and N is SLURM_ARRAY_TASK_COUNT.
 // Ids that are not evenly spaced (--array=1,2,5) have no such position and are refused,
-// as are a missing SLURM_ARRAY_TASK_COUNT and values that are not numbers.
+// as are a missing SLURM_ARRAY_TASK_COUNT and values that are not numbers. So is an
+// array of one task: it is most likely one shard submitted again (--array=3), which
+// must say which shard of how many with --shard.
 // getenv: the environment (a parameter so that tests can give their own).
 std::optional<SweepShard> shard_from_slurm(const std::function<const char*(const char*)>& getenv);
 
