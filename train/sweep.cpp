@@ -1,6 +1,7 @@
 #include "train/sweep.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/wait.h>
@@ -328,9 +329,14 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
               << std::endl;
   }
 
-  // Children share the cores: unless the user chose, each gets cores / jobs threads.
+  // Children share the cores: unless the user chose, each gets cores / jobs threads. The
+  // cores are those this process may run on (a Slurm task's allocation, a taskset), not
+  // every core of the machine, which a cluster node shares among jobs.
   const char* user_threads = std::getenv("OMP_NUM_THREADS");
-  const long cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) cores = CPU_COUNT(&allowed);
+  cores = std::max(1L, cores);
   const std::string threads = user_threads ? user_threads : std::to_string(std::max(1L, cores / args.jobs));
 
   std::vector<std::string> status(points.size(), "pending");
