@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -378,6 +379,48 @@ TEST(SweepShard, SlurmArrayTaskIsItsPositionInTheArray) {
   EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "3"}, {"SLURM_ARRAY_TASK_COUNT", "3"}}).find("task 3 is not one of the "
                                                                                           "array's 3 tasks"),
             std::string::npos);
+}
+
+TEST(SweepShard, MpiLauncherRankIsTheShard) {
+  auto shard = [](std::map<std::string, std::string> env) {
+    return shard_from_mpi_launcher([env](const char* name) -> const char* {
+      auto it = env.find(name);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  EXPECT_FALSE(shard({}).has_value());
+  auto s = shard({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "4"}});  // Open MPI
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->index, 1);
+  EXPECT_EQ(s->count, 4);
+  s = shard({{"PMI_RANK", "2"}, {"PMI_SIZE", "3"}});  // MPICH
+  EXPECT_EQ(s->index, 2);
+  EXPECT_EQ(s->count, 3);
+  EXPECT_THROW(shard({{"PMI_RANK", "3"}, {"PMI_SIZE", "3"}}), std::invalid_argument);
+}
+
+// `mpirun -np 2 seqmix sweep FILE`: each rank runs its shard, and --collect merges them.
+TEST(SweepCommand, MpirunRanksRunOneShardEach) {
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun (openmpi-bin)";
+  const fs::path dir = temp_dir("mpirun");
+  std::ofstream(dir / "config.yaml") << kConfig;
+  std::ofstream(dir / "sweep.yaml") << "base: config.yaml\ngrid:\n  optimizer.lr: [0.001, 0.003, 0.01]\n"
+                                       "set: [training.steps=2, training.eval_interval=2]\n";
+  const std::string sweep = std::string(SEQMIX_BINARY) + " sweep " + (dir / "sweep.yaml").string() + " --out " +
+                            (dir / "out").string() + " --progress-interval 0";
+  // CI runs as root; two ranks on whatever cores there are.
+  const Result r = run("mpirun --allow-run-as-root --oversubscribe -np 2 " + sweep);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("sweep: shard 0/2 (OMPI_COMM_WORLD_RANK=0, OMPI_COMM_WORLD_SIZE=2): 2 of the grid's 3 runs"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("sweep: shard 1/2 (OMPI_COMM_WORLD_RANK=1, OMPI_COMM_WORLD_SIZE=2): 1 of the grid's 3 runs"),
+            std::string::npos)
+      << r.out;
+  const Result c = run(sweep + " --collect");
+  EXPECT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("(3 done, 0 failed, 0 missing)"), std::string::npos) << c.out;
+  fs::remove_all(dir);
 }
 
 // A grid of 5 points run once whole and once as 3 shards (two chosen with --shard, one

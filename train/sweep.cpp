@@ -308,7 +308,11 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
   // --shard wins over a job array's variables (--shard 0/1 runs the whole grid in one).
   std::optional<SweepShard> shard;
   if (!args.shard.empty()) shard = parse_shard(args.shard);
-  else if (!args.collect) shard = shard_from_slurm([](const char* name) { return std::getenv(name); });
+  else if (!args.collect) {
+    auto env = [](const char* name) { return std::getenv(name); };
+    shard = shard_from_slurm(env);
+    if (!shard) shard = shard_from_mpi_launcher(env);
+  }
   const SweepSpec spec = load_sweep(args.sweep_path, args.overrides);
   std::vector<SweepPoint> points = expand_grid(spec);
   const fs::path dir = args.out_dir.empty() ? fs::path("runs") / fs::path(args.sweep_path).stem() : fs::path(args.out_dir);
@@ -359,9 +363,16 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     std::vector<char*> cargv;
     for (std::string& s : argv_s) cargv.push_back(s.data());
     cargv.push_back(nullptr);
+    // Each run is a process of its own: it inherits neither the thread count (set below)
+    // nor an MPI launcher's variables, which under `mpirun seqmix sweep` would make every
+    // run try to join the launcher's job as a rank of a data-parallel training.
     std::vector<std::string> env_s;
-    for (char** e = environ; *e; ++e)
-      if (std::string(*e).rfind("OMP_NUM_THREADS=", 0) != 0) env_s.push_back(*e);
+    for (char** e = environ; *e; ++e) {
+      const std::string var = *e;
+      bool keep = var.rfind("OMP_NUM_THREADS=", 0) != 0;
+      for (const char* launcher : {"OMPI_", "PMIX_", "PMI_"}) keep = keep && var.rfind(launcher, 0) != 0;
+      if (keep) env_s.push_back(var);
+    }
     env_s.push_back("OMP_NUM_THREADS=" + threads);
     std::vector<char*> cenv;
     for (std::string& s : env_s) cenv.push_back(s.data());

@@ -81,4 +81,20 @@ std::optional<SweepShard> shard_from_slurm(const std::function<const char*(const
   return SweepShard{(id - min) / step, count, vars};
 }
 
+std::optional<SweepShard> shard_from_mpi_launcher(const std::function<const char*(const char*)>& getenv) {
+  for (const auto& [rank_var, size_var] : {std::pair{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                           std::pair{"PMI_RANK", "PMI_SIZE"}}) {
+    const char* rank_s = getenv(rank_var);
+    const char* size_s = getenv(size_var);
+    if (!rank_s || !size_s) continue;
+    const std::string vars = std::string(rank_var) + "=" + rank_s + ", " + size_var + "=" + size_s;
+    const std::optional<int64_t> rank = parse_count(rank_s), size = parse_count(size_s);
+    if (!rank || !size || *size < 1 || *rank >= *size)
+      throw std::invalid_argument("the MPI launcher's rank and size (" + vars + ") are not a rank of a size; pass "
+                                  "--shard I/N");
+    return SweepShard{*rank, *size, vars};
+  }
+  return std::nullopt;
+}
+
 }  // namespace seqmix

@@ -1,5 +1,6 @@
-// Which part of a sweep's grid one machine runs: `seqmix sweep FILE --shard I/N`, or a
-// Slurm job array's task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT).
+// Which part of a sweep's grid one machine runs: `seqmix sweep FILE --shard I/N`, a
+// Slurm job array's task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT), or an MPI
+// launcher's rank (mpirun -np N), in that order of precedence.
 //
 // Shards are numbered from 0, as a job array written --array=0-(N-1) and a shell loop
 // `for i in $(seq 0 $((N-1)))` number them. Shard I of N owns the grid points whose
@@ -44,5 +45,11 @@ SweepShard parse_shard(const std::string& text);
 // must say which shard of how many with --shard.
 // getenv: the environment (a parameter so that tests can give their own).
 std::optional<SweepShard> shard_from_slurm(const std::function<const char*(const char*)>& getenv);
+
+// The shard of a process that an MPI launcher started (`mpirun -np N seqmix sweep FILE`):
+// its rank of N, from Open MPI's OMPI_COMM_WORLD_RANK and OMPI_COMM_WORLD_SIZE or
+// MPICH's PMI_RANK and PMI_SIZE; nothing when neither pair is set. The ranks need not
+// talk to each other: each runs its shard and writes its rows file.
+std::optional<SweepShard> shard_from_mpi_launcher(const std::function<const char*(const char*)>& getenv);
 
 }  // namespace seqmix
