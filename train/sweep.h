@@ -32,9 +32,10 @@
 // before its first checkpoint) is renamed RUN.failed (replacing an older one) and the
 // point starts afresh. A finished point (result.json) is never touched.
 //
-// Over many machines, `--shard I/N` (or a Slurm job array) runs one part of the grid and
-// writes its rows to results.shard-I-of-N.csv (train/sweep_shard.h); `--collect` merges
-// them into results.csv (train/sweep_collect.h).
+// Over many machines, `--shard I/N` (or a Slurm job array's task, or an MPI launcher's
+// rank) runs one part of the grid and writes its rows to results.shard-I-of-N.csv
+// (train/sweep_shard.h); `--collect` merges them into results.csv
+// (train/sweep_collect.h). docs/cluster.md shows both.
 //
 // Exit code: 0 when every point of the sweep (of the shard) has finished, 1 otherwise
 // (a run failed, or a point is running in another process).
