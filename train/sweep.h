@@ -38,7 +38,8 @@
 // (train/sweep_collect.h). docs/cluster.md shows both.
 //
 // Exit code: 0 when every point of the sweep (of the shard) has finished, 1 otherwise
-// (a run failed, or a point is running in another process).
+// (a run failed, or a point is running in another process); under an MPI launcher
+// always 0, since mpirun ends every rank when one exits non-zero.
 #pragma once
 
 #include <cstdint>

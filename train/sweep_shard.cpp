@@ -92,7 +92,7 @@ std::optional<SweepShard> shard_from_mpi_launcher(const std::function<const char
     if (!rank || !size || *size < 1 || *rank >= *size)
       throw std::invalid_argument("the MPI launcher's rank and size (" + vars + ") are not a rank of a size; pass "
                                   "--shard I/N");
-    return SweepShard{*rank, *size, vars};
+    return SweepShard{*rank, *size, vars, true};
   }
   return std::nullopt;
 }

@@ -25,6 +25,7 @@ struct SweepShard {
   int64_t index = 0;   // I, 0 <= I < count
   int64_t count = 1;   // N; 1 is the whole grid, an ordinary sweep
   std::string source;  // how it was chosen, for the start line: "--shard 1/3" or the Slurm variables
+  bool mpi_launcher = false;  // chosen from an MPI launcher's rank (see shard_from_mpi_launcher)
   bool sharded() const { return count > 1; }
   bool owns(int64_t grid_index) const { return grid_index % count == index; }
   // "results.shard-1-of-3.csv": each shard writes its own rows, so that shards on a
@@ -49,7 +50,9 @@ std::optional<SweepShard> shard_from_slurm(const std::function<const char*(const
 // The shard of a process that an MPI launcher started (`mpirun -np N seqmix sweep FILE`):
 // its rank of N, from Open MPI's OMPI_COMM_WORLD_RANK and OMPI_COMM_WORLD_SIZE or
 // MPICH's PMI_RANK and PMI_SIZE; nothing when neither pair is set. The ranks need not
-// talk to each other: each runs its shard and writes its rows file.
+// talk to each other: each runs its shard and writes its rows file. Such a shard exits
+// 0 even when some of its runs failed: mpirun ends every rank as soon as one exits
+// non-zero, which would cut the other shards short; --collect reports the failures.
 std::optional<SweepShard> shard_from_mpi_launcher(const std::function<const char*(const char*)>& getenv);
 
 }  // namespace seqmix
