@@ -612,6 +612,19 @@ TEST(SweepCommand, BadShardValuesAndMisuseAreRefusedBeforeAnythingRuns) {
   const Result empty = run(sweep + " --collect");
   EXPECT_EQ(empty.code, 1) << empty.out;
   EXPECT_NE(empty.out.find("out: no shard rows to collect"), std::string::npos) << empty.out;
+  // A shard file of another sweep (other grid keys), then one cut short: named with its line.
+  const fs::path shard_file = dir / "out" / "results.shard-0-of-2.csv";
+  std::ofstream(shard_file) << "run,model.d_model,status,best_valid_accuracy\n";
+  Result r = run(sweep + " --collect");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find(shard_file.string() + ":1: its columns are not those of"), std::string::npos) << r.out;
+  const SweepSpec spec = load_sweep((dir / "sweep.yaml").string());
+  std::ofstream(shard_file) << results_csv_header(spec) << "\nlr=0.001,0.001,done,0.5\n";
+  r = run(sweep + " --collect");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find(shard_file.string() + ":2: 4 fields, the header has 13 (a file cut short?)"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "out" / "results.csv"));  // nothing half-merged
   // Nothing ran: no run directory was made.
   for (const std::string name : {"lr=0.001", "lr=0.003"}) EXPECT_FALSE(fs::exists(dir / "out" / name)) << name;
   fs::remove_all(dir);
