@@ -1,19 +1,25 @@
 // seqmix sweep beyond the basics in test_cli.cpp: linked grid keys (settings that move
-// together), the progress line and its ETA, results.csv while and after a sweep, and
-// `seqmix plot` on the sweep it produced.
+// together), the progress line and its ETA, results.csv while and after a sweep,
+// `seqmix plot` on the sweep it produced, sweeps split into shards (--shard, Slurm job
+// arrays) and merged (--collect), and points whose earlier attempt failed.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <regex>
 #include <sstream>
 
 #include "tests/support/command_testing.h"
 #include "train/config.h"
+#include "train/run_lock.h"
 #include "train/sweep.h"
 #include "train/sweep_progress.h"
+#include "train/sweep_shard.h"
 
 namespace fs = std::filesystem;
 
@@ -272,6 +278,410 @@ TEST(SweepCommand, PrintsProgressWhileARunIsGoing) {
   std::ifstream log(dir / "out" / "lr=0.003" / "log.txt");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("done: 400 steps"), std::string::npos) << text;
+  fs::remove_all(dir);
+}
+
+std::string file_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The names of the runs a sweep's output says it started, in order.
+std::vector<std::string> started(const std::string& out) {
+  std::vector<std::string> names;
+  const std::regex line(R"(\[\d+/\d+\] started (.*))");
+  for (const std::string& l : lines_of(out)) {
+    std::smatch m;
+    if (std::regex_match(l, m, line)) names.push_back(m[1]);
+  }
+  return names;
+}
+
+std::string shard_error(const std::string& text) {
+  try {
+    parse_shard(text);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(SweepShard, IOverNFromZeroAndBadValuesAreRefused) {
+  const SweepShard s = parse_shard("2/3");
+  EXPECT_EQ(s.index, 2);
+  EXPECT_EQ(s.count, 3);
+  EXPECT_EQ(s.results_file(), "results.shard-2-of-3.csv");
+  EXPECT_FALSE(parse_shard("0/1").sharded());  // the whole grid, written to results.csv
+  EXPECT_EQ(shard_error("3/3"), "--shard '3/3': shards are numbered from 0, so I must be below N = 3 (the last shard "
+                                "is 2/3)");
+  EXPECT_NE(shard_error("0/0").find("the number of shards N must be at least 1"), std::string::npos);
+  for (const std::string bad : {"-1/3", "1/3x", "a/3", "1/", "/3", "1.0/3", " 1/3", "99999999999999999999/3"})
+    EXPECT_NE(shard_error(bad).find("I and N must be whole numbers"), std::string::npos) << bad;
+  EXPECT_NE(shard_error("2").find("no '/'; expected I/N"), std::string::npos);
+}
+
+TEST(SweepShard, EveryGridPointBelongsToExactlyOneShard) {
+  for (int64_t n = 1; n <= 7; ++n)
+    for (int64_t i = 0; i < 20; ++i) {
+      int owners = 0;
+      for (int64_t s = 0; s < n; ++s) owners += SweepShard{s, n, ""}.owns(i);
+      EXPECT_EQ(owners, 1) << "point " << i << " of " << n << " shards";
+    }
+}
+
+TEST(SweepShard, SlurmArrayTaskIsItsPositionInTheArray) {
+  auto shard = [](std::map<std::string, std::string> env) {
+    return shard_from_slurm([env](const char* name) -> const char* {
+      auto it = env.find(name);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  auto refused = [&](std::map<std::string, std::string> env) -> std::string {
+    try {
+      shard(env);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_FALSE(shard({}).has_value());  // not a job array: the whole grid
+  // --array=0-3: task 2 is shard 2/4.
+  auto s = shard({{"SLURM_ARRAY_TASK_ID", "2"}, {"SLURM_ARRAY_TASK_COUNT", "4"}, {"SLURM_ARRAY_TASK_MIN", "0"}});
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->index, 2);
+  EXPECT_EQ(s->count, 4);
+  // --array=1-3: ids start at 1, shards at 0.
+  s = shard({{"SLURM_ARRAY_TASK_ID", "1"}, {"SLURM_ARRAY_TASK_COUNT", "3"}, {"SLURM_ARRAY_TASK_MIN", "1"},
+             {"SLURM_ARRAY_TASK_MAX", "3"}});
+  EXPECT_EQ(s->index, 0);
+  EXPECT_EQ(s->count, 3);
+  EXPECT_EQ(s->source, "SLURM_ARRAY_TASK_ID=1, SLURM_ARRAY_TASK_COUNT=3, SLURM_ARRAY_TASK_MIN=1, SLURM_ARRAY_TASK_MAX=3");
+  // --array=10-18:4 is tasks 10, 14, 18: task 18 is shard 2/3.
+  s = shard({{"SLURM_ARRAY_TASK_ID", "18"}, {"SLURM_ARRAY_TASK_COUNT", "3"}, {"SLURM_ARRAY_TASK_MIN", "10"},
+             {"SLURM_ARRAY_TASK_MAX", "18"}, {"SLURM_ARRAY_TASK_STEP", "4"}});
+  EXPECT_EQ(s->index, 2);
+  EXPECT_EQ(s->count, 3);
+  // --array=1,2,5: no position to take.
+  EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "2"}, {"SLURM_ARRAY_TASK_COUNT", "3"}, {"SLURM_ARRAY_TASK_MIN", "1"},
+                     {"SLURM_ARRAY_TASK_MAX", "5"}})
+                .find("not evenly spaced"),
+            std::string::npos);
+  EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "2"}}).find("SLURM_ARRAY_TASK_COUNT is not"), std::string::npos);
+  // sbatch --array=3 to run shard 3 again would otherwise run the whole grid.
+  EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "3"}, {"SLURM_ARRAY_TASK_COUNT", "1"}, {"SLURM_ARRAY_TASK_MIN", "3"},
+                     {"SLURM_ARRAY_TASK_MAX", "3"}})
+                .find("this job array has one task (SLURM_ARRAY_TASK_ID=3, SLURM_ARRAY_TASK_COUNT=1, "
+                      "SLURM_ARRAY_TASK_MIN=3, SLURM_ARRAY_TASK_MAX=3), which would run the whole grid"),
+            std::string::npos);
+  EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "x"}, {"SLURM_ARRAY_TASK_COUNT", "3"}}).find("SLURM_ARRAY_TASK_ID='x' is "
+                                                                                          "not a whole number"),
+            std::string::npos);
+  EXPECT_NE(refused({{"SLURM_ARRAY_TASK_ID", "3"}, {"SLURM_ARRAY_TASK_COUNT", "3"}}).find("task 3 is not one of the "
+                                                                                          "array's 3 tasks"),
+            std::string::npos);
+}
+
+TEST(SweepShard, MpiLauncherRankIsTheShard) {
+  auto shard = [](std::map<std::string, std::string> env) {
+    return shard_from_mpi_launcher([env](const char* name) -> const char* {
+      auto it = env.find(name);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  EXPECT_FALSE(shard({}).has_value());
+  auto s = shard({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "4"}});  // Open MPI
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->index, 1);
+  EXPECT_EQ(s->count, 4);
+  s = shard({{"PMI_RANK", "2"}, {"PMI_SIZE", "3"}});  // MPICH
+  EXPECT_EQ(s->index, 2);
+  EXPECT_EQ(s->count, 3);
+  EXPECT_THROW(shard({{"PMI_RANK", "3"}, {"PMI_SIZE", "3"}}), std::invalid_argument);
+}
+
+// `mpirun -np 2 seqmix sweep FILE`: each rank runs its shard, and --collect merges them.
+// Rank 1's only run fails at once while rank 0's two take seconds: the ranks share no
+// work, so one rank's failed run must not end the others. mpirun ends the job when a
+// rank exits non-zero, so a shard under a launcher exits 0 and --collect reports.
+TEST(SweepCommand, MpirunRanksRunOneShardEach) {
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun (openmpi-bin)";
+  const fs::path dir = temp_dir("mpirun");
+  std::ofstream(dir / "config.yaml") << kConfig;
+  std::ofstream(dir / "sweep.yaml") << "base: config.yaml\ngrid:\n  optimizer.lr: [0.003, 1.0e+30, 0.01]\n"
+                                       "set: [training.steps=3000, training.eval_interval=3000, "
+                                       "logging.log_interval=1000]\n";
+  const std::string sweep = std::string(SEQMIX_BINARY) + " sweep " + (dir / "sweep.yaml").string() + " --out " +
+                            (dir / "out").string() + " --progress-interval 0";
+  // CI runs as root; two ranks on whatever cores there are.
+  const Result r = run("mpirun --allow-run-as-root --oversubscribe -np 2 " + sweep);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("exit code 0 under an MPI launcher, so that the other ranks' shards go on"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("sweep: shard 0/2 (OMPI_COMM_WORLD_RANK=0, OMPI_COMM_WORLD_SIZE=2): 2 of the grid's 3 runs"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("sweep: shard 1/2 (OMPI_COMM_WORLD_RANK=1, OMPI_COMM_WORLD_SIZE=2): 1 of the grid's 3 runs"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("results.shard-0-of-2.csv (2 done, 0 failed)"), std::string::npos) << r.out;
+  const Result c = run(sweep + " --collect");
+  EXPECT_EQ(c.code, 1) << c.out;
+  EXPECT_NE(c.out.find("failed: lr=1.0e_30 (results.shard-1-of-2.csv"), std::string::npos) << c.out;
+  EXPECT_NE(c.out.find("(2 done, 1 failed, 0 missing)"), std::string::npos) << c.out;
+  for (const std::string name : {"lr=0.003", "lr=0.01"})
+    EXPECT_NE(file_text(dir / "out" / name / "log.txt").find("done: 3000 steps"), std::string::npos) << name;
+  fs::remove_all(dir);
+}
+
+// A grid of 5 points run once whole and once as 3 shards (two chosen with --shard, one
+// by a Slurm job array's variables), then merged. The runs take most of a minute on a
+// busy machine, so one test makes them and then checks each property in turn (ctest
+// runs every test in a process of its own: a fixture would repeat them per test).
+struct ShardedSweep {
+  static void run_all() {
+    dir_ = temp_dir("sharded");
+    std::ofstream(dir_ / "config.yaml") << kConfig;
+    // 5 points, d_model on the x axis of `seqmix plot`; shard 0 owns points 0 and 3,
+    // shard 1 points 1 and 4, shard 2 point 2.
+    std::ofstream(dir_ / "sweep.yaml") << R"(
+base: config.yaml
+grid:
+  model.d_model, optimizer.lr: [[8, 0.003], [8, 0.01], [16, 0.003], [16, 0.01], [32, 0.003]]
+set: [training.steps=6, training.eval_interval=3]
+)";
+    names_ = {"d_model=8,lr=0.003", "d_model=8,lr=0.01", "d_model=16,lr=0.003", "d_model=16,lr=0.01",
+              "d_model=32,lr=0.003"};
+    const std::string sweep = std::string(SEQMIX_BINARY) + " sweep " + (dir_ / "sweep.yaml").string();
+    whole_ = run(sweep + " --out " + (dir_ / "whole").string() + " --progress-interval 0");
+    const std::string out = " --out " + (dir_ / "sharded").string() + " --progress-interval 0";
+    shard_[0] = run(sweep + " --shard 0/3" + out);
+    // Slurm numbers this array's tasks 1, 2, 3 (--array=1-3): task 2 is shard 1.
+    shard_[1] = run("SLURM_ARRAY_TASK_ID=2 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=3 SLURM_ARRAY_TASK_COUNT=3 " +
+                    sweep + out);
+    partial_ = run(sweep + " --collect --out " + (dir_ / "sharded").string());
+    partial_csv_ = read_csv(dir_ / "sharded" / "results.csv");
+    // --shard wins over the job array's variables.
+    shard_[2] = run("SLURM_ARRAY_TASK_ID=0 SLURM_ARRAY_TASK_COUNT=3 " + sweep + " --shard 2/3" + out);
+    collect_ = run(sweep + " --collect --out " + (dir_ / "sharded").string());
+  }
+  static void remove() { fs::remove_all(dir_); }
+  static void ShardsRunEveryPointExactlyOnce();
+  static void SlurmArrayVariablesChooseTheShardAndProgressCountsItsPoints();
+  static void RunningAShardAgainSkipsWhatItFinished();
+  static void CollectNamesTheMissingPointsAndTheirShard();
+  static void CollectMergesToTheRowsOfAWholeSweepAndPlotReadsThem();
+
+  static inline fs::path dir_;
+  static inline std::vector<std::string> names_;
+  static inline Result whole_, shard_[3], partial_, collect_;
+  static inline std::vector<std::vector<std::string>> partial_csv_;
+};
+
+void ShardedSweep::ShardsRunEveryPointExactlyOnce() {
+  ASSERT_EQ(whole_.code, 0) << whole_.out;
+  std::multiset<std::string> ran;
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_EQ(shard_[s].code, 0) << shard_[s].out;
+    const std::vector<std::string> mine = started(shard_[s].out);
+    ran.insert(mine.begin(), mine.end());
+    // Each shard's rows file holds its own points, in grid order, and nothing else.
+    const auto rows = read_csv(dir_ / "sharded" / SweepShard{s, 3, ""}.results_file());
+    std::vector<std::string> expected, got;
+    for (size_t i = 0; i < names_.size(); ++i)
+      if (static_cast<int>(i) % 3 == s) expected.push_back(names_[i]);
+    EXPECT_EQ(mine, expected) << shard_[s].out;
+    for (size_t r = 1; r < rows.size(); ++r) got.push_back(rows[r][0]);
+    EXPECT_EQ(got, expected);
+  }
+  EXPECT_EQ(ran, std::multiset<std::string>(names_.begin(), names_.end()));
+  for (const std::string& n : names_) EXPECT_TRUE(fs::exists(dir_ / "sharded" / n / "result.json")) << n;
+  // Shards never write the shared results.csv; only --collect does.
+  EXPECT_EQ(shard_[0].out.find("results.csv"), std::string::npos) << shard_[0].out;
+  EXPECT_NE(shard_[0].out.find("sweep: shard 0/3 (--shard 0/3): 2 of the grid's 5 runs"), std::string::npos)
+      << shard_[0].out;
+}
+
+void ShardedSweep::SlurmArrayVariablesChooseTheShardAndProgressCountsItsPoints() {
+  EXPECT_NE(shard_[1].out.find("sweep: shard 1/3 (SLURM_ARRAY_TASK_ID=2, SLURM_ARRAY_TASK_COUNT=3, "
+                               "SLURM_ARRAY_TASK_MIN=1, SLURM_ARRAY_TASK_MAX=3): 2 of the grid's 5 runs"),
+            std::string::npos)
+      << shard_[1].out;
+  EXPECT_EQ(started(shard_[1].out), (std::vector<std::string>{names_[1], names_[4]})) << shard_[1].out;
+  EXPECT_NE(shard_[1].out.find("sweep: 2/2 done, 0 running, 0 left, 0 failed"), std::string::npos) << shard_[1].out;
+  EXPECT_NE(shard_[2].out.find("sweep: shard 2/3 (--shard 2/3): 1 of the grid's 5 runs"), std::string::npos)
+      << shard_[2].out;
+}
+
+void ShardedSweep::RunningAShardAgainSkipsWhatItFinished() {
+  const fs::path result = dir_ / "sharded" / names_[4] / "result.json";
+  const auto stamp = fs::last_write_time(result);
+  const Result again = run(std::string(SEQMIX_BINARY) + " sweep " + (dir_ / "sweep.yaml").string() + " --shard 1/3 --out " +
+                           (dir_ / "sharded").string() + " --progress-interval 0");
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_TRUE(started(again.out).empty()) << again.out;
+  EXPECT_NE(again.out.find("[2/2] " + names_[4] + ": finished before, skipped"), std::string::npos) << again.out;
+  EXPECT_EQ(fs::last_write_time(result), stamp);
+}
+
+void ShardedSweep::CollectNamesTheMissingPointsAndTheirShard() {
+  // Before shard 2 ran: exit 2, its one point listed, the others merged.
+  EXPECT_EQ(partial_.code, 2) << partial_.out;
+  EXPECT_NE(partial_.out.find("missing: " + names_[2] + " (shard 2/3 has not written results.shard-2-of-3.csv)"),
+            std::string::npos)
+      << partial_.out;
+  EXPECT_EQ(lines_of(partial_.out).size(), 3u) << partial_.out;  // the sources, one missing point, the summary
+  EXPECT_NE(partial_.out.find("(4 done, 0 failed, 1 missing)"), std::string::npos) << partial_.out;
+  ASSERT_EQ(partial_csv_.size(), 6u);
+  const size_t status = 3;  // run, model.d_model, optimizer.lr, status
+  ASSERT_EQ(partial_csv_[0][status], "status");
+  for (size_t i = 0; i < names_.size(); ++i) {
+    EXPECT_EQ(partial_csv_[i + 1][0], names_[i]);
+    EXPECT_EQ(partial_csv_[i + 1][status], i == 2 ? "missing" : "done") << names_[i];
+  }
+}
+
+void ShardedSweep::CollectMergesToTheRowsOfAWholeSweepAndPlotReadsThem() {
+  ASSERT_EQ(collect_.code, 0) << collect_.out;
+  EXPECT_NE(collect_.out.find("(5 done, 0 failed, 0 missing)"), std::string::npos) << collect_.out;
+  const auto merged = read_csv(dir_ / "sharded" / "results.csv");
+  const auto whole = read_csv(dir_ / "whole" / "results.csv");
+  ASSERT_EQ(merged.size(), 6u);
+  ASSERT_EQ(merged.size(), whole.size());
+  ASSERT_EQ(merged[0], whole[0]);
+  const size_t wall = static_cast<size_t>(std::find(whole[0].begin(), whole[0].end(), "wall_s") - whole[0].begin());
+  ASSERT_LT(wall, whole[0].size());
+  for (size_t r = 1; r < whole.size(); ++r) {
+    ASSERT_EQ(merged[r].size(), whole[r].size()) << r;
+    EXPECT_EQ(merged[r][0], names_[r - 1]);
+    // The same runs with the same threads: the same numbers, bit for bit; only the time differs.
+    for (size_t c = 0; c < whole[r].size(); ++c)
+      if (c != wall) EXPECT_EQ(merged[r][c], whole[r][c]) << whole[0][c] << " of " << whole[r][0];
+  }
+  const Result p = run(std::string(SEQMIX_BINARY) + " plot " + (dir_ / "sharded").string() + " --format svg");
+  ASSERT_EQ(p.code, 0) << p.out;
+  EXPECT_TRUE(fs::exists(dir_ / "sharded" / "plots" / "best_valid_accuracy_vs_d_model.svg")) << p.out;
+}
+
+TEST(SweepCommand, ShardsCoverTheGridOnceAndCollectMergesThemAsAWholeSweep) {
+  ShardedSweep::run_all();
+  {
+    SCOPED_TRACE("ShardsRunEveryPointExactlyOnce");
+    ShardedSweep::ShardsRunEveryPointExactlyOnce();
+  }
+  {
+    SCOPED_TRACE("SlurmArrayVariablesChooseTheShardAndProgressCountsItsPoints");
+    ShardedSweep::SlurmArrayVariablesChooseTheShardAndProgressCountsItsPoints();
+  }
+  {
+    SCOPED_TRACE("RunningAShardAgainSkipsWhatItFinished");
+    ShardedSweep::RunningAShardAgainSkipsWhatItFinished();
+  }
+  {
+    SCOPED_TRACE("CollectNamesTheMissingPointsAndTheirShard");
+    ShardedSweep::CollectNamesTheMissingPointsAndTheirShard();
+  }
+  {
+    SCOPED_TRACE("CollectMergesToTheRowsOfAWholeSweepAndPlotReadsThem");
+    ShardedSweep::CollectMergesToTheRowsOfAWholeSweepAndPlotReadsThem();
+  }
+  ShardedSweep::remove();
+}
+
+TEST(SweepCommand, BadShardValuesAndMisuseAreRefusedBeforeAnythingRuns) {
+  const fs::path dir = temp_dir("badshard");
+  std::ofstream(dir / "config.yaml") << kConfig;
+  std::ofstream(dir / "sweep.yaml") << "base: config.yaml\ngrid:\n  optimizer.lr: [0.001, 0.003]\n";
+  const std::string sweep = std::string(SEQMIX_BINARY) + " sweep " + (dir / "sweep.yaml").string() + " --out " +
+                            (dir / "out").string();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {sweep + " --shard 3/3", "seqmix sweep: --shard '3/3': shards are numbered from 0, so I must be below N = 3"},
+      {sweep + " --shard 0/0", "the number of shards N must be at least 1"},
+      {sweep + " --shard=-1/3", "--shard '-1/3': I and N must be whole numbers"},
+      {sweep + " --shard 1", "--shard '1': no '/'"},
+      {"SLURM_ARRAY_TASK_ID=4 " + sweep, "SLURM_ARRAY_TASK_COUNT is not"},
+      {"SLURM_ARRAY_TASK_ID=4 SLURM_ARRAY_TASK_COUNT=4 " + sweep, "task 4 is not one of the array's 4 tasks"},
+      {sweep + " --collect --shard 0/2", "--shard excludes --collect"},
+      {sweep + " --collect", "out: no such directory (the shards write results.shard-I-of-N.csv"},
+  };
+  for (const auto& [cmd, message] : cases) {
+    const Result r = run(cmd);
+    EXPECT_NE(r.code, 0) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find(message), std::string::npos) << cmd << "\n" << r.out;
+  }
+  fs::create_directories(dir / "out");
+  const Result empty = run(sweep + " --collect");
+  EXPECT_EQ(empty.code, 1) << empty.out;
+  EXPECT_NE(empty.out.find("out: no shard rows to collect"), std::string::npos) << empty.out;
+  // A shard file of another sweep (other grid keys), then one cut short: named with its line.
+  const fs::path shard_file = dir / "out" / "results.shard-0-of-2.csv";
+  std::ofstream(shard_file) << "run,model.d_model,status,best_valid_accuracy\n";
+  Result r = run(sweep + " --collect");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find(shard_file.string() + ":1: its columns are not those of"), std::string::npos) << r.out;
+  const SweepSpec spec = load_sweep((dir / "sweep.yaml").string());
+  std::ofstream(shard_file) << results_csv_header(spec) << "\nlr=0.001,0.001,done,0.5\n";
+  r = run(sweep + " --collect");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find(shard_file.string() + ":2: 4 fields, the header has 13 (a file cut short?)"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "out" / "results.csv"));  // nothing half-merged
+  // Nothing ran: no run directory was made.
+  for (const std::string name : {"lr=0.001", "lr=0.003"}) EXPECT_FALSE(fs::exists(dir / "out" / name)) << name;
+  fs::remove_all(dir);
+}
+
+// A point that failed after writing metrics.jsonl (here it diverges at step 2, after its
+// step-1 line) is started afresh when the sweep runs again, its earlier attempt moved to
+// RUN.failed; `seqmix train` alone refuses to append to an earlier run's metrics. A point
+// another process trains in is left alone; a finished one is skipped.
+TEST(SweepCommand, StartsAFailedPointAfreshAndLeavesARunningOneAlone) {
+  const fs::path dir = temp_dir("failedpoint");
+  std::ofstream(dir / "config.yaml") << kConfig;
+  std::ofstream(dir / "sweep.yaml") << R"(
+base: config.yaml
+grid:
+  optimizer.lr: [0.003, 1.0e+30, 0.002]
+set: [logging.log_interval=1, training.steps=4, training.eval_interval=2]
+)";
+  const fs::path out = dir / "out";
+  const std::string sweep = std::string(SEQMIX_BINARY) + " sweep " + (dir / "sweep.yaml").string() + " --out " +
+                            out.string() + " --progress-interval 0";
+  const fs::path busy = out / "lr=0.002", failed = out / "lr=1.0e_30";
+  Result first, second;
+  {
+    // Another process is training lr=0.002 (it holds the directory's lock) and has written metrics.
+    RunLock lock(busy.string());
+    std::ofstream(busy / "metrics.jsonl") << R"({"step": 1, "train_loss": 4.2})" << "\n";
+    first = run(sweep);
+    EXPECT_EQ(first.code, 1) << first.out;
+    ASSERT_TRUE(fs::exists(failed / "metrics.jsonl")) << first.out;  // the failure this test is about
+    ASSERT_FALSE(fs::exists(failed / "checkpoint.h5")) << first.out;
+    second = run(sweep);
+    EXPECT_EQ(second.code, 1) << second.out;
+    for (const Result* r : {&first, &second}) {
+      EXPECT_NE(r->out.find("lr=0.002: running in another process (its directory is locked); left to it"),
+                std::string::npos)
+          << r->out;
+      const std::vector<std::string> names = started(r->out);
+      EXPECT_EQ(std::count(names.begin(), names.end(), "lr=0.002"), 0) << r->out;
+    }
+    EXPECT_EQ(file_text(busy / "metrics.jsonl"), "{\"step\": 1, \"train_loss\": 4.2}\n");
+  }
+  EXPECT_NE(second.out.find("lr=0.003: finished before, skipped"), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("lr=1.0e_30: an earlier attempt stopped without a checkpoint or a result; moved it to "
+                            "lr=1.0e_30.failed and starting afresh"),
+            std::string::npos)
+      << second.out;
+  // The new attempt trained (and diverged again, as it must at lr 1e30) instead of being refused.
+  const std::string log = file_text(failed / "log.txt");
+  EXPECT_NE(log.find("training diverged at step 2"), std::string::npos) << log;
+  EXPECT_EQ(log.find("holds an earlier run's metrics.jsonl"), std::string::npos) << log;
+  EXPECT_NE(file_text(out / "lr=1.0e_30.failed" / "log.txt").find("training diverged at step 2"), std::string::npos);
+  // The lock released, the point that was busy gets its turn: its stray metrics moved aside too.
+  const Result third = run(sweep);
+  EXPECT_EQ(third.code, 1) << third.out;  // lr=1e30 fails every time
+  EXPECT_TRUE(fs::exists(busy / "result.json")) << third.out;
+  EXPECT_TRUE(fs::exists(out / "lr=0.002.failed" / "metrics.jsonl")) << third.out;
   fs::remove_all(dir);
 }
 

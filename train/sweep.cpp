@@ -1,23 +1,29 @@
 #include "train/sweep.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <yaml-cpp/yaml.h>
 
 #include "train/config.h"
+#include "train/sweep_collect.h"
 #include "train/sweep_progress.h"
+#include "train/sweep_shard.h"
 
 extern char** environ;
 
@@ -56,13 +62,6 @@ std::vector<std::string> split_keys(const std::string& name) {
   return keys;
 }
 
-std::string csv_escape(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string o = "\"";
-  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return o + "\"";
-}
-
 std::string last_line_of(const fs::path& log) {
   std::ifstream in(log);
   std::string line, last;
@@ -71,18 +70,16 @@ std::string last_line_of(const fs::path& log) {
   return last;
 }
 
-// results.csv: one row per run in grid order, written to a temporary file and renamed
-// so that a reader never sees half a file. status is done | failed | running | pending.
-void write_results(const fs::path& dir, const SweepSpec& spec, const std::vector<SweepPoint>& points,
-                   const std::vector<std::string>& status) {
-  const fs::path path = dir / "results.csv";
-  const fs::path tmp = dir / "results.csv.tmp";
+// results.csv (or a shard's results.shard-I-of-N.csv): one row per run in grid order,
+// written to a temporary file and renamed so that a reader never sees half a file.
+// status is done | failed | running | pending.
+void write_results(const fs::path& dir, const std::string& file, const SweepSpec& spec,
+                   const std::vector<SweepPoint>& points, const std::vector<std::string>& status) {
+  const fs::path path = dir / file;
+  const fs::path tmp = dir / (file + ".tmp");
   {
     std::ofstream csv(tmp);
-    csv << "run";
-    for (const std::string& k : spec.keys()) csv << "," << csv_escape(k);
-    csv << ",status,best_valid_accuracy,final_train_loss,final_valid_loss,parameters,state_size,wall_s,"
-           "state_bytes,steps,final_valid_accuracy,early_stopped\n";
+    csv << results_csv_header(spec) << "\n";
     for (size_t i = 0; i < points.size(); ++i) {
       csv << csv_escape(points[i].name);
       for (const auto& [k, v] : points[i].values) csv << "," << csv_escape(v);
@@ -131,6 +128,37 @@ double recorded_wall_s(const fs::path& result) {
   } catch (const nlohmann::json::exception&) {
     return 0.0;
   }
+}
+
+// How a point's directory stands before the sweep starts it.
+enum class RunDir { ready, in_use, moved_aside };
+
+// A directory another process trains in (it holds the flock of train/run_lock.h) is
+// left to it. One that an earlier attempt left with metrics.jsonl but neither a
+// checkpoint to resume nor a result (the run failed, or was killed before its first
+// checkpoint) would be refused by `seqmix train`, which does not append a new run to an
+// old one's metrics: it is renamed RUN.failed, replacing an older one, so that its log
+// stays readable, and the point starts afresh. The lock is held during the rename so
+// that no `seqmix train` starts in the directory meanwhile.
+RunDir prepare_run_dir(const fs::path& run) {
+  if (!fs::exists(run)) return RunDir::ready;
+  const int fd = ::open((run / ".seqmix.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return RunDir::ready;  // seqmix train reports why it cannot lock
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const bool busy = errno == EWOULDBLOCK;
+    ::close(fd);
+    return busy ? RunDir::in_use : RunDir::ready;
+  }
+  RunDir state = RunDir::ready;
+  if (fs::exists(run / "metrics.jsonl") && !fs::exists(run / "checkpoint.h5") && !fs::exists(run / "result.json")) {
+    fs::path aside = run;
+    aside += ".failed";
+    fs::remove_all(aside);
+    fs::rename(run, aside);
+    state = RunDir::moved_aside;
+  }
+  ::close(fd);
+  return state;
 }
 
 struct Job {
@@ -231,6 +259,20 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ex
   return spec;
 }
 
+std::string csv_escape(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return o + "\"";
+}
+
+std::string results_csv_header(const SweepSpec& spec) {
+  std::string h = "run";
+  for (const std::string& k : spec.keys()) h += "," + csv_escape(k);
+  return h + ",status,best_valid_accuracy,final_train_loss,final_valid_loss,parameters,state_size,wall_s,"
+             "state_bytes,steps,final_valid_accuracy,early_stopped";
+}
+
 std::vector<std::string> SweepSpec::keys() const {
   std::vector<std::string> all;
   for (const SweepAxis& a : axes) all.insert(all.end(), a.keys.begin(), a.keys.end());
@@ -262,21 +304,50 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   const std::string binary = ec ? binary_arg : self.string();
+  if (args.collect && !args.shard.empty()) throw std::invalid_argument("--collect merges every shard's rows; drop --shard");
+  // --shard wins over a job array's variables (--shard 0/1 runs the whole grid in one).
+  std::optional<SweepShard> shard;
+  if (!args.shard.empty()) shard = parse_shard(args.shard);
+  else if (!args.collect) {
+    auto env = [](const char* name) { return std::getenv(name); };
+    shard = shard_from_slurm(env);
+    if (!shard) shard = shard_from_mpi_launcher(env);
+  }
   const SweepSpec spec = load_sweep(args.sweep_path, args.overrides);
-  const std::vector<SweepPoint> points = expand_grid(spec);
+  std::vector<SweepPoint> points = expand_grid(spec);
   const fs::path dir = args.out_dir.empty() ? fs::path("runs") / fs::path(args.sweep_path).stem() : fs::path(args.out_dir);
+  if (args.collect) return collect_sweep(args.sweep_path, spec, points, dir, std::cout);
   fs::create_directories(dir);
-  std::cout << "sweep: " << points.size() << " runs in " << dir.string() << " (" << args.jobs << " at a time)" << std::endl;
+  const std::string results_file = shard && shard->sharded() ? shard->results_file() : "results.csv";
+  if (shard) {
+    const size_t grid_size = points.size();
+    std::vector<SweepPoint> mine;
+    for (size_t i = 0; i < grid_size; ++i)
+      if (shard->owns(static_cast<int64_t>(i))) mine.push_back(points[i]);
+    points = std::move(mine);
+    std::cout << "sweep: shard " << shard->index << "/" << shard->count << " (" << shard->source << "): " << points.size()
+              << " of the grid's " << grid_size << " runs in " << dir.string() << " (" << args.jobs
+              << " at a time); rows in " << (dir / results_file).string() << std::endl;
+  } else {
+    std::cout << "sweep: " << points.size() << " runs in " << dir.string() << " (" << args.jobs << " at a time)"
+              << std::endl;
+  }
 
-  // Children share the cores: unless the user chose, each gets cores / jobs threads.
+  // Children share the cores: unless the user chose, each gets cores / jobs threads. The
+  // cores are those this process may run on (a Slurm task's allocation, a taskset), not
+  // every core of the machine, which a cluster node shares among jobs.
   const char* user_threads = std::getenv("OMP_NUM_THREADS");
-  const long cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) cores = CPU_COUNT(&allowed);
+  cores = std::max(1L, cores);
   const std::string threads = user_threads ? user_threads : std::to_string(std::max(1L, cores / args.jobs));
 
   std::vector<std::string> status(points.size(), "pending");
   std::vector<Job> running;
   size_t next = 0;
   int failures = 0;
+  int elsewhere = 0;  // points whose directory another process is training in
   auto launch = [&](size_t i) {
     const fs::path run = dir / points[i].name;
     fs::create_directories(run);
@@ -292,9 +363,16 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     std::vector<char*> cargv;
     for (std::string& s : argv_s) cargv.push_back(s.data());
     cargv.push_back(nullptr);
+    // Each run is a process of its own: it inherits neither the thread count (set below)
+    // nor an MPI launcher's variables, which under `mpirun seqmix sweep` would make every
+    // run try to join the launcher's job as a rank of a data-parallel training.
     std::vector<std::string> env_s;
-    for (char** e = environ; *e; ++e)
-      if (std::string(*e).rfind("OMP_NUM_THREADS=", 0) != 0) env_s.push_back(*e);
+    for (char** e = environ; *e; ++e) {
+      const std::string var = *e;
+      bool keep = var.rfind("OMP_NUM_THREADS=", 0) != 0;
+      for (const char* launcher : {"OMPI_", "PMIX_", "PMI_"}) keep = keep && var.rfind(launcher, 0) != 0;
+      if (keep) env_s.push_back(var);
+    }
     env_s.push_back("OMP_NUM_THREADS=" + threads);
     std::vector<char*> cenv;
     for (std::string& s : env_s) cenv.push_back(s.data());
@@ -353,7 +431,18 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     bool changed = false;
     while (static_cast<int64_t>(running.size()) < args.jobs && next < points.size()) {
       if (status[next] == "pending") {
-        launch(next);
+        const std::string tag = "[" + std::to_string(next + 1) + "/" + std::to_string(points.size()) + "] ";
+        const RunDir state = prepare_run_dir(dir / points[next].name);
+        if (state == RunDir::in_use) {
+          ++elsewhere;
+          std::cout << tag << points[next].name << ": running in another process (its directory is locked); left to it"
+                    << std::endl;
+        } else {
+          if (state == RunDir::moved_aside)
+            std::cout << tag << points[next].name << ": an earlier attempt stopped without a checkpoint or a result; "
+                      << "moved it to " << points[next].name << ".failed and starting afresh" << std::endl;
+          launch(next);
+        }
         status[next] = "running";
         changed = true;
       }
@@ -387,15 +476,26 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
       running.erase(running.begin() + static_cast<long>(j));
       // Rewritten after every run, so that a sweep in progress (or one that was
       // interrupted) can already be read and plotted.
-      write_results(dir, spec, points, status);
+      write_results(dir, results_file, spec, points, status);
       print_progress();
       break;
     }
   }
-  write_results(dir, spec, points, status);
-  std::cout << "results: " << (dir / "results.csv").string() << " (" << points.size() - failures << " done, "
-            << failures << " failed)" << std::endl;
-  return failures == 0 ? 0 : 1;
+  write_results(dir, results_file, spec, points, status);
+  std::cout << "results: " << (dir / results_file).string() << " (" << points.size() - failures - elsewhere
+            << " done, " << failures << " failed" << (elsewhere ? ", " + std::to_string(elsewhere) + " running elsewhere" : "")
+            << ")" << std::endl;
+  if (shard && shard->sharded())
+    std::cout << "when every shard has run: seqmix sweep " << args.sweep_path << " --collect --out " << dir.string()
+              << std::endl;
+  const bool complete = failures == 0 && elsewhere == 0;
+  if (!complete && shard && shard->mpi_launcher) {
+    // mpirun ends every rank when one exits non-zero: the other shards would be cut short.
+    std::cout << "exit code 0 under an MPI launcher, so that the other ranks' shards go on; --collect tells whether "
+                 "every point finished" << std::endl;
+    return 0;
+  }
+  return complete ? 0 : 1;
 }
 
 }  // namespace seqmix

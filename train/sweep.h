@@ -25,8 +25,24 @@
 // While the sweep runs it prints a progress line (runs done / running / left / failed
 // and an ETA, see train/sweep_progress.h) after every start and finish, and every
 // --progress-interval seconds in between.
+//
+// Before a point starts: a run directory whose lock another `seqmix train` holds is
+// running elsewhere and is left alone; one that an earlier attempt left with
+// metrics.jsonl but neither a checkpoint nor a result (the run failed, or was killed
+// before its first checkpoint) is renamed RUN.failed (replacing an older one) and the
+// point starts afresh. A finished point (result.json) is never touched.
+//
+// Over many machines, `--shard I/N` (or a Slurm job array's task, or an MPI launcher's
+// rank) runs one part of the grid and writes its rows to results.shard-I-of-N.csv
+// (train/sweep_shard.h); `--collect` merges them into results.csv
+// (train/sweep_collect.h). docs/cluster.md shows both.
+//
+// Exit code: 0 when every point of the sweep (of the shard) has finished, 1 otherwise
+// (a run failed, or a point is running in another process); under an MPI launcher
+// always 0, since mpirun ends every rank when one exits non-zero.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -39,6 +55,8 @@ struct SweepArgs {
   std::string out_dir;  // default: runs/<sweep file stem>
   std::vector<std::string> overrides;  // --set, applied to every run after the file's set
   double progress_interval_s = 60;  // seconds between progress lines while nothing happens; 0: only on events
+  std::string shard;                // --shard I/N; empty: from a Slurm job array's variables, or the whole grid
+  bool collect = false;             // --collect: merge the shards' rows, run nothing
 };
 
 struct SweepPoint {
@@ -65,6 +83,11 @@ struct SweepSpec {
 SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& extra_overrides = {});
 // The cartesian product of the axes, the last axis varying fastest.
 std::vector<SweepPoint> expand_grid(const SweepSpec& spec);
+
+// The first line of results.csv: run, the grid keys, status, then the results.
+std::string results_csv_header(const SweepSpec& spec);
+// A CSV field: quoted when it holds a comma, a quote or a newline.
+std::string csv_escape(const std::string& s);
 
 int cmd_sweep(const SweepArgs& args, const std::string& seqmix_binary);
 

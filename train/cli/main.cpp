@@ -75,6 +75,13 @@ int main(int argc, char** argv) {
   sweep->add_option("--progress-interval", sweep_args.progress_interval_s,
                     "Seconds between progress lines while runs are going (0: only when a run starts or ends)")
       ->check(CLI::NonNegativeNumber);
+  auto* shard = sweep->add_option("--shard", sweep_args.shard,
+                                  "Run only shard I of N (I from 0: 0/4 ... 3/4), rows in results.shard-I-of-N.csv; "
+                                  "default in a Slurm job array: its task's shard");
+  sweep->add_flag("--collect", sweep_args.collect,
+                  "Merge the shards' rows into results.csv, list missing points (exit 0 all done, 1 some failed, "
+                  "2 some missing)")
+      ->excludes(shard);
 
   // Everything after `plot` goes to python/seqmix_plot, whose argparse owns the options and --help.
   auto* plot = app.add_subcommand("plot", "Figures (PNG, SVG) from a sweep's results.csv or runs' metrics.jsonl "
