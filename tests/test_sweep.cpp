@@ -555,7 +555,9 @@ void ShardedSweep::CollectMergesToTheRowsOfAWholeSweepAndPlotReadsThem() {
     EXPECT_EQ(merged[r][0], names_[r - 1]);
     // The same runs with the same threads: the same numbers, bit for bit; only the time differs.
     for (size_t c = 0; c < whole[r].size(); ++c) {
-      if (c != wall) EXPECT_EQ(merged[r][c], whole[r][c]) << whole[0][c] << " of " << whole[r][0];
+      if (c != wall) {
+        EXPECT_EQ(merged[r][c], whole[r][c]) << whole[0][c] << " of " << whole[r][0];
+      }
     }
   }
   const Result p = run(std::string(SEQMIX_BINARY) + " plot " + (dir_ / "sharded").string() + " --format svg");
