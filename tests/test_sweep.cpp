@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <thread>
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -685,6 +688,63 @@ set: [logging.log_interval=1, training.steps=4, training.eval_interval=2]
   EXPECT_EQ(third.code, 1) << third.out;  // lr=1e30 fails every time
   EXPECT_TRUE(fs::exists(busy / "result.json")) << third.out;
   EXPECT_TRUE(fs::exists(out / "lr=0.002.failed" / "metrics.jsonl")) << third.out;
+  fs::remove_all(dir);
+}
+
+// SIGTERM (or Ctrl-C) on a sweep stops its trainings with a checkpoint instead of
+// leaving them running as orphans, and running the sweep again resumes them.
+TEST(SweepCommand, SigtermStopsTheRunningTrainingsWithACheckpointAndASecondSweepResumesThem) {
+  const fs::path dir = temp_dir("sigterm");
+  std::ofstream(dir / "config.yaml") << kConfig;
+  std::ofstream(dir / "sweep.yaml") << R"(
+base: config.yaml
+grid:
+  optimizer.lr: [0.003, 0.002]
+set: [training.steps=100000, training.checkpoint_interval=0, logging.log_interval=1]
+)";
+  const fs::path out = dir / "out";
+  const std::string log = (dir / "sweep.log").string();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setpgid(0, 0);  // a group of its own, so that the end of the test can clean up whatever is left
+    execl(SEQMIX_BINARY, SEQMIX_BINARY, "sweep", (dir / "sweep.yaml").c_str(), "--out", out.c_str(), "--jobs", "2",
+          "--progress-interval", "0", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait (generously: the machine may be loaded) until both trainings have logged a step.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  auto training = [&](const char* run) { return fs::exists(out / run / "metrics.jsonl"); };
+  while (!(training("lr=0.003") && training("lr=0.002")) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(training("lr=0.003") && training("lr=0.002"));
+  ::kill(pid, SIGTERM);
+  int wstatus = 0;
+  const auto stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &wstatus, WNOHANG)) == 0 && std::chrono::steady_clock::now() < stop_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (done == 0) {
+    ::kill(-pid, SIGKILL);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &wstatus, 0);
+    FAIL() << "the sweep did not stop within 120 s of SIGTERM";
+  }
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(WEXITSTATUS(wstatus), 128 + SIGTERM);
+  for (const char* run : {"lr=0.003", "lr=0.002"}) {
+    // Stopped by the signal, with a checkpoint, and no process still holds its lock.
+    EXPECT_TRUE(fs::exists(out / run / "checkpoint.h5")) << run;
+    EXPECT_FALSE(fs::exists(out / run / "result.json")) << run;
+    EXPECT_NE(file_text(out / run / "log.txt").find("stopped by SIGTERM"), std::string::npos) << run;
+    EXPECT_NO_THROW(RunLock((out / run).string())) << run << " is still locked by a training";
+  }
+  // results.csv lists both as pending (a sweep run again resumes them from their checkpoints).
+  const auto rows = read_csv(out / "results.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  const auto status = std::find(rows[0].begin(), rows[0].end(), "status") - rows[0].begin();
+  for (size_t r = 1; r < rows.size(); ++r) EXPECT_EQ(rows[r].at(static_cast<size_t>(status)), "pending") << rows[r][0];
+  ::kill(-pid, SIGKILL);  // nothing is left when the sweep works; trainings orphaned by a broken one
   fs::remove_all(dir);
 }
 

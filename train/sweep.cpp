@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <spawn.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include "train/sweep_collect.h"
 #include "train/sweep_progress.h"
 #include "train/sweep_shard.h"
+#include "train/trainer.h"
 
 extern char** environ;
 
@@ -382,8 +384,15 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     const std::string log = (run / "log.txt").string();
     posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    // Its own process group: Ctrl-C in a terminal reaches the sweep alone, which passes
+    // it on once (a training that got the signal twice would quit without a checkpoint).
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
     pid_t pid;
-    int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, cargv.data(), cenv.data());
+    int rc = posix_spawn(&pid, binary.c_str(), &fa, &attr, cargv.data(), cenv.data());
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) throw std::runtime_error("cannot start " + binary + ": " + std::strerror(rc));
     running.push_back(Job{pid, i, std::chrono::steady_clock::now(), resumed});
@@ -427,9 +436,23 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     last_progress = std::chrono::steady_clock::now();
   };
 
+  // SIGINT or SIGTERM (Ctrl-C, kill, a scheduler's preemption): no run is started any
+  // more, and the signal is passed on to the running trainings, each of which stops
+  // after its step with a checkpoint; the sweep waits for them, writes results.csv and
+  // exits 128 + signal. Running the sweep again resumes them. Without this, `kill` on the
+  // sweep left its trainings running on as orphans.
+  install_stop_signal_handlers();
+  int forwarded = 0;
   while (true) {
     bool changed = false;
-    while (static_cast<int64_t>(running.size()) < args.jobs && next < points.size()) {
+    if (const int sig = stop_signal_received(); sig != 0 && forwarded == 0) {
+      forwarded = sig;
+      for (const Job& j : running) ::kill(j.pid, sig);
+      std::cout << "sweep: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ": stopping " << running.size()
+                << " running run(s) at their next step (each writes a checkpoint); run the sweep again to resume"
+                << std::endl;
+    }
+    while (forwarded == 0 && static_cast<int64_t>(running.size()) < args.jobs && next < points.size()) {
       if (status[next] == "pending") {
         const std::string tag = "[" + std::to_string(next + 1) + "/" + std::to_string(points.size()) + "] ";
         const RunDir state = prepare_run_dir(dir / points[next].name);
@@ -463,6 +486,16 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
       if (running[j].pid != done) continue;
       const size_t i = running[j].index;
       const bool ok = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0 && fs::exists(dir / points[i].name / "result.json");
+      // A run stopped by the forwarded signal kept its checkpoint: it is pending, not failed.
+      const bool stopped = !ok && forwarded != 0 && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 128 + forwarded;
+      if (stopped) {
+        status[i] = "pending";
+        std::cout << "[" << i + 1 << "/" << points.size() << "] " << points[i].name
+                  << ": stopped with a checkpoint; resumes when the sweep runs again" << std::endl;
+        running.erase(running.begin() + static_cast<long>(j));
+        write_results(dir, results_file, spec, points, status);
+        break;
+      }
       status[i] = ok ? "done" : "failed";
       // A fresh run's cost is the time it took here (start-up and data included); a
       // resumed run's is the whole run's training time that result.json records.
@@ -482,6 +515,11 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
     }
   }
   write_results(dir, results_file, spec, points, status);
+  if (forwarded != 0) {
+    std::cout << "sweep: stopped by " << (forwarded == SIGINT ? "SIGINT" : "SIGTERM") << "; results so far in "
+              << (dir / results_file).string() << std::endl;
+    return 128 + forwarded;
+  }
   std::cout << "results: " << (dir / results_file).string() << " (" << points.size() - failures - elsewhere
             << " done, " << failures << " failed" << (elsewhere ? ", " + std::to_string(elsewhere) + " running elsewhere" : "")
             << ")" << std::endl;
