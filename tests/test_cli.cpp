@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tests/support/command_testing.h"
+#include "tests/support/file_testing.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -31,12 +32,7 @@ Result run(const std::string& args) {
   return {r.code, r.out};
 }
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("seqmix_cli_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return seqmix::testing::scratch_dir("cli", name); }
 
 const char* kConfig = R"(
 model:

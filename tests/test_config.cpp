@@ -2,6 +2,7 @@
 // line and a suggestion; --set overrides; to_yaml round trips.
 #include "layers/mixer_registry.h"
 #include "layers/model.h"
+#include "tests/support/file_testing.h"
 #include "train/config.h"
 #include "train/config_docs.h"
 #include "train/sweep.h"
@@ -24,6 +25,8 @@
 
 namespace seqmix {
 namespace {
+
+using seqmix::testing::contains;
 
 // A valid base: a small MQAR run; tests append or override keys.
 const std::string kBase =
@@ -48,10 +51,6 @@ std::string error_of(const std::string& yaml, const std::vector<std::string>& ov
   }
   ADD_FAILURE() << "expected a ConfigError for:\n" << yaml;
   return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 TEST(Config, BaseIsValid) {

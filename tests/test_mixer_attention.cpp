@@ -107,8 +107,8 @@ TEST(AttentionCore, AlgorithmsAndThreadCountsAreBitIdentical) {
           first_o = o.detach();
           first_g = qkv.grad();
         } else {
-          EXPECT_TRUE(bit_equal(o, first_o)) << "p " << p << " threads " << nt;
-          EXPECT_TRUE(bit_equal(qkv.grad(), first_g)) << "p " << p << " threads " << nt << " algo " << int(algo);
+          EXPECT_TRUE(same_values(o, first_o)) << "p " << p << " threads " << nt;
+          EXPECT_TRUE(same_values(qkv.grad(), first_g)) << "p " << p << " threads " << nt << " algo " << int(algo);
         }
       }
     omp_set_num_threads(threads);
@@ -166,9 +166,9 @@ TEST(AttentionLayer, DropoutOnlyWhenTrainingAndSeeded) {
   Tensor a = layer.forward(x, true, g1);
   Tensor b = layer.forward(x, true, g2);
   EXPECT_EQ(g1.counter(), uint64_t(B * H * L * L));
-  EXPECT_TRUE(bit_equal(a, b));                          // same generator state, same mask
-  EXPECT_FALSE(bit_equal(a, layer.forward(x, true, g3)));  // another seed, another mask
-  EXPECT_FALSE(bit_equal(a, eval));
+  EXPECT_TRUE(same_values(a, b));                          // same generator state, same mask
+  EXPECT_FALSE(same_values(a, layer.forward(x, true, g3)));  // another seed, another mask
+  EXPECT_FALSE(same_values(a, eval));
   NamedTensors p = params_of(layer);
   EXPECT_TRUE(close32(a, reference_attention_forward(p, AttentionOptions{H, 0.4}, x, RefAttentionDropout{0.4, 3, 0})));
 }

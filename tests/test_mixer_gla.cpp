@@ -116,7 +116,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(GlaCore, GradCheckFloat64) {
   // L = 1, 7 (inside one sub-chunk), 67 and 130 (across sub-chunk and chunk boundaries).
-  SingleThread single_thread;
+  ThreadCount single_thread(1);
   const std::vector<CoreCase> cases = {{1, 1, 2, 3, 2, -3, 3, 1},
                                        {3, 7, 2, 3, 4, -3, 3, 1},
                                        {1, 67, 3, 2, 3, -3, 3, 1},

@@ -71,17 +71,6 @@ Vec rand_vec(int64_t n, Generator& gen, double lo, double hi) {
   return ::testing::AssertionSuccess();
 }
 
-// Bit-for-bit equality (allclose with zero tolerances divides 0 by 0).
-::testing::AssertionResult bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype())
-    return ::testing::AssertionFailure() << "shapes or dtypes differ: " << shape_str(a.shape()) << " vs "
-                                         << shape_str(b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a.item(i) << " vs " << b.item(i);
-  return ::testing::AssertionSuccess();
-}
-
 // Columns [col, col+width) of a (rows, ld) vector.
 Vec columns_of(const Vec& src, int64_t rows, int64_t ld, int64_t col, int64_t width) {
   Vec out(static_cast<size_t>(rows * width));
@@ -262,8 +251,8 @@ TEST(SelectiveScan, SkipsInputsThatNeedNoGradientWithSameResult) {
   some.A_log.set_requires_grad(true);
   some.bc.set_requires_grad(true);
   backward_weighted(run_scan({some.u, some.dr, some.A_log, some.bc, some.D, some.zs}, o, c.chunk), dout);
-  EXPECT_TRUE(bitwise_equal(some.A_log.grad(), all.A_log.grad()));
-  EXPECT_TRUE(bitwise_equal(some.bc.grad(), all.bc.grad()));
+  EXPECT_TRUE(same_values(some.A_log.grad(), all.A_log.grad()));
+  EXPECT_TRUE(same_values(some.bc.grad(), all.bc.grad()));
   EXPECT_FALSE(some.u.grad().defined());
   EXPECT_FALSE(some.zs.grad().defined());
 }
@@ -279,7 +268,7 @@ TEST(SelectiveScan, ChunkLengthDoesNotChangeTheResult) {
     const ScanTensors t = scan_tensors(o, DType::f32, true);
     Tensor out = run_scan({t.u, t.dr, t.A_log, t.bc, t.D, t.zs}, o, chunk);
     if (!out_first.defined()) out_first = out.detach();
-    EXPECT_TRUE(bitwise_equal(out, out_first)) << "chunk " << chunk;  // the forward never depends on it
+    EXPECT_TRUE(same_values(out, out_first)) << "chunk " << chunk;  // the forward never depends on it
     backward_weighted(out, dout);
     if (grads.empty()) {
       grads = {t.u.grad(), t.dr.grad(), t.A_log.grad(), t.bc.grad(), t.D.grad(), t.zs.grad()};
@@ -318,7 +307,7 @@ TEST(SelectiveScan, ScanAndConvIndependentOfThreadCount) {
   omp_set_num_threads(threads);
   for (size_t r = 1; r < results.size(); ++r)
     for (size_t k = 0; k < results[0].size(); ++k)
-      EXPECT_TRUE(bitwise_equal(results[r][k], results[0][k])) << "threads run " << r << ", tensor " << k;
+      EXPECT_TRUE(same_values(results[r][k], results[0][k])) << "threads run " << r << ", tensor " << k;
 }
 
 TEST(SelectiveScan, RejectsBadShapes) {
@@ -488,8 +477,8 @@ TEST(MambaInit, FollowsSpec) {
   // The same seed gives the same parameters in float64 (the gradient checks' layer).
   Generator gen2(2024);
   MambaMixer m64(Dm, opt, LayerInit{&gen2, n_layers, DType::f64});
-  EXPECT_TRUE(bitwise_equal(m64.dt_proj_bias.to(DType::f32), m.dt_proj_bias));
-  EXPECT_TRUE(bitwise_equal(m64.out_proj_weight.to(DType::f32), m.out_proj_weight));
+  EXPECT_TRUE(same_values(m64.dt_proj_bias.to(DType::f32), m.dt_proj_bias));
+  EXPECT_TRUE(same_values(m64.out_proj_weight.to(DType::f32), m.out_proj_weight));
 }
 
 TEST(MambaInit, DtFloor) {

@@ -116,7 +116,7 @@ class MixerVariant : public ::testing::TestWithParam<VariantParam> {
 // Every parameter and every input element, central differences in float64. Training mode:
 // a fresh generator per evaluation draws the same dropout mask each time.
 TEST_P(MixerVariant, GradCheckFloat64) {
-  SingleThread one;
+  ThreadCount one(1);
   auto m = layer(DType::f64);
   Generator gen(3);
   std::vector<Tensor> inputs{rand_f64({variant().batch, variant().length, variant().d_model}, gen)};
@@ -155,7 +155,7 @@ TEST_P(MixerVariant, FusedMatchesReferenceTwinFloat64) {
 // 128 and the KV cache's growth; in float64 to rounding, in float32 to 1e-5 of the output's
 // scale. A step records nothing on the tape and gives an output without a gradient.
 TEST_P(MixerVariant, RecurrentStepsMatchParallelForm) {
-  SingleThread one;  // decoding steps are tiny
+  ThreadCount one(1);  // decoding steps are tiny
   for (DType dt : {DType::f64, DType::f32}) {
     auto m = layer(dt);
     Generator gen(5);

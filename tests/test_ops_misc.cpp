@@ -21,21 +21,6 @@ namespace {
 
 // ---- helpers independent of the ops under test ----
 
-// Runs the tape backward with dL/dy = gy through a node of its own.
-void backward_from(const Tensor& y, const Tensor& gy) {
-  Tensor loss = Tensor::zeros({}, y.dtype());
-  record({&loss}, [y, gy](const std::vector<Tensor>& g) {
-    Tensor d = y.grad_buffer();
-    for (int64_t i = 0; i < d.numel(); ++i) {
-      if (d.dtype() == DType::f32)
-        d.f32()[i] += gy.f32()[i] * g[0].f32()[0];
-      else
-        d.f64()[i] += gy.f64()[i] * g[0].f64()[0];
-    }
-  });
-  backward(loss);
-}
-
 Tensor ids_tensor(const Shape& shape, const std::vector<int32_t>& v) { return Tensor::from_vector(shape, v); }
 
 Tensor random_ids(const Shape& shape, int64_t V, Generator& gen) {
@@ -45,15 +30,6 @@ Tensor random_ids(const Shape& shape, int64_t V, Generator& gen) {
 }
 
 
-
-// Runs f once with 1 OpenMP thread and once with 2, restoring the setting.
-template <class F>
-void with_threads(int n, F&& f) {
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(n);
-  f();
-  omp_set_num_threads(saved);
-}
 
 // ---- float64 gradient checks, one line per case ----
 
@@ -134,7 +110,7 @@ TEST(Embedding, MatchesNaiveFloat32) {
       for (int64_t d = 0; d < D; ++d) ref.f32()[n * D + d] = w.f32()[ids.i32()[n] * D + d];
     EXPECT_TRUE(same_values(y, ref));
     Tensor gy = rand_f32(expect, gen);
-    backward_from(y, gy);
+    backward_weighted(y, gy);
     // The kernel adds the positions of one id in ascending order, as here: exact.
     Tensor dw = Tensor::zeros({V, D});
     for (int64_t n = 0; n < N; ++n)
@@ -150,11 +126,12 @@ TEST(Embedding, BackwardIsBitIdenticalForOneAndTwoThreads) {
   Tensor gy = rand_f32({8, 250, 257}, gen);
   std::vector<Tensor> grads;
   for (int t : {1, 2})
-    with_threads(t, [&] {
+    {
+      ThreadCount threads(t);
       w.zero_grad();
-      backward_from(embedding(ids, w), gy);
+      backward_weighted(embedding(ids, w), gy);
       grads.push_back(w.grad());
-    });
+    }
   EXPECT_TRUE(same_values(grads[0], grads[1]));
 }
 
@@ -240,13 +217,14 @@ TEST(CrossEntropy, LossAndGradientBitIdenticalForOneAndTwoThreads) {
   Tensor labels = random_ids({37, 41}, 53, gen);
   std::vector<Tensor> losses, grads;
   for (int t : {1, 2})
-    with_threads(t, [&] {
+    {
+      ThreadCount threads(t);
       logits.zero_grad();
       Tensor loss = cross_entropy(logits, labels);
       losses.push_back(loss.clone());
       backward(loss);
       grads.push_back(logits.grad());
-    });
+    }
   EXPECT_TRUE(same_values(losses[0], losses[1]));
   EXPECT_TRUE(same_values(grads[0], grads[1]));
 }
@@ -287,10 +265,11 @@ TEST(Dropout, MaskIsTheSameForOneAndTwoThreads) {
   Tensor x = rand_f32({3, 1000, 67}, gen, 0.5, 1.5);  // no zeros, so a zero output means dropped
   std::vector<Tensor> outs;
   for (int t : {1, 2})
-    with_threads(t, [&] {
+    {
+      ThreadCount threads(t);
       Generator g(99, 123);
       outs.push_back(dropout(x, 0.4, true, g));
-    });
+    }
   EXPECT_TRUE(same_values(outs[0], outs[1]));
 }
 
@@ -302,7 +281,7 @@ TEST(Dropout, MatchesNaiveMaskForwardAndBackwardFloat32) {
   Tensor y = dropout(x, p, true, dg);
   EXPECT_EQ(dg.counter(), 1000u + static_cast<uint64_t>(x.numel()));
   Tensor gy = rand_f32(x.shape(), gen);
-  backward_from(y, gy);
+  backward_weighted(y, gy);
   const float scale = static_cast<float>(1.0 / (1.0 - p));
   Tensor y_ref = Tensor::empty(x.shape()), dx_ref = Tensor::empty(x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) {

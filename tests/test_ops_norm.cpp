@@ -148,7 +148,7 @@ TEST_P(NormNaive, Float32MatchesNaiveTwin) {
   std::vector<Tensor> in = make_inputs(c.kind, shape, false, gen);
   Tensor y = run_case(c.kind, in);
   Tensor gy = rand_f32(shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
 
   std::vector<double> w(D, 1.0), b;
   if (n_params(c.kind) >= 1) w = in[1].to_f64_vector();
@@ -246,8 +246,8 @@ TEST(Norm, WeightGradientsIdenticalFromRunToRun) {
   for (int run = 0; run < 3; ++run) {
     w.zero_grad();
     b.zero_grad();
-    backprop_with(layernorm(x, w, b), gy);
-    backprop_with(rmsnorm(x, w), gy);
+    backward_weighted(layernorm(x, w, b), gy);
+    backward_weighted(rmsnorm(x, w), gy);
     std::vector<float> g = w.grad().to_f32_vector(), gb = b.grad().to_f32_vector();
     g.insert(g.end(), gb.begin(), gb.end());
     grads.push_back(g);
@@ -260,7 +260,7 @@ TEST(Norm, SkipsInputsThatNeedNoGradient) {
   Generator gen(47);
   Tensor x = rand_f64({4, 6}, gen, -1, 1, false);
   Tensor w = rand_f64({6}, gen, 0.5, 1.5), b = rand_f64({6}, gen, -1, 1, false);
-  backprop_with(layernorm(x, w, b), Tensor::full({4, 6}, 1.0, DType::f64));
+  backward_weighted(layernorm(x, w, b), Tensor::full({4, 6}, 1.0, DType::f64));
   EXPECT_TRUE(w.grad().defined());
   EXPECT_FALSE(x.grad().defined());
   EXPECT_FALSE(b.grad().defined());

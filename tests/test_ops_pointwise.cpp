@@ -32,20 +32,6 @@ std::string shape_name(const Shape& s) {
 }
 
 
-// Exact equality of every element (float32 widens to double exactly).
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i)) return false;
-  return true;
-}
-
-// Restores the OpenMP thread count when a test that changes it ends.
-struct ThreadCountGuard {
-  int saved = omp_get_max_threads();
-  ~ThreadCountGuard() { omp_set_num_threads(saved); }
-};
-
 // ---------------------------------------------------------------------------
 // Unary ops: the table. Naive forms are written from the textbook definitions in
 // double; inputs stay off kinks (log: positive; softplus below its switch at 20).
@@ -103,7 +89,7 @@ TEST_P(UnaryNaive, Float32MatchesPlainLoops) {
   Tensor x = rand_f32(shape, gen, c.lo, c.hi, true);
   Tensor y = c.op(x);
   Tensor gy = rand_f32(shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   Tensor y_ref = Tensor::empty(shape), dx_ref = Tensor::empty(shape);
   for (int64_t i = 0; i < x.numel(); ++i) {
     y_ref.f32()[i] = static_cast<float>(c.f(x.f32()[i]));
@@ -139,7 +125,7 @@ TEST(Unary, ExtremeInputsStayFinite) {
     x.zero_grad();
     Tensor y = e.op(x);
     Tensor ones = Tensor::full({6}, 1.0, DType::f64);
-    backprop_with(y, ones);
+    backward_weighted(y, ones);
     for (int64_t i = 0; i < 6; ++i) {
       EXPECT_TRUE(std::isfinite(y.item(i)) && std::isfinite(x.grad().item(i))) << i;
       EXPECT_NEAR(y.item(i), e.y[i], 1e-12 * (1 + std::fabs(e.y[i]))) << i;
@@ -208,7 +194,7 @@ TEST_P(BinaryNaive, Float32MatchesPlainLoops) {
   const Shape out_shape = a.numel() >= b.numel() ? p.a : p.b;
   ASSERT_EQ(y.shape(), out_shape);
   Tensor gy = rand_f32(out_shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
 
   // The smaller operand repeats with period n over the output.
   const int64_t total = shape_numel(out_shape);
@@ -249,7 +235,7 @@ TEST(Binary, SkipsOperandThatNeedsNoGradient) {
   Generator gen(24);
   Tensor a = rand_f64({4, 5}, gen), b = rand_f64({5}, gen, -1, 1, false);
   Tensor y = sub(a, b);
-  backprop_with(y, Tensor::full({4, 5}, 1.0, DType::f64));
+  backward_weighted(y, Tensor::full({4, 5}, 1.0, DType::f64));
   ASSERT_TRUE(a.grad().defined());
   EXPECT_FALSE(b.grad().defined());
   for (int64_t i = 0; i < 20; ++i) EXPECT_EQ(a.grad().item(i), 1.0);
@@ -281,7 +267,7 @@ TEST(Binary, MismatchedBroadcastThrowsNamingTheOp) {
 }
 
 TEST(Binary, BroadcastGradientIsIdenticalForAnyThreadCount) {
-  ThreadCountGuard guard;
+  ThreadCount guard(omp_get_max_threads());
   Generator gen(25);
   Tensor a = rand_f32({97, 403}, gen, -1, 1, true), b = rand_f32({403}, gen, -1, 1, true);
   Tensor gy = rand_f32({97, 403}, gen);
@@ -289,11 +275,11 @@ TEST(Binary, BroadcastGradientIsIdenticalForAnyThreadCount) {
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     b.zero_grad();
-    backprop_with(sub(a, b), gy);
+    backward_weighted(sub(a, b), gy);
     db.push_back(b.grad().clone());
   }
-  EXPECT_TRUE(bitwise_equal(db[0], db[1]));
-  EXPECT_TRUE(bitwise_equal(db[0], db[2]));
+  EXPECT_TRUE(same_values(db[0], db[1]));
+  EXPECT_TRUE(same_values(db[0], db[2]));
 }
 
 TEST(Scale, GradCheckAndNaive) {
@@ -305,7 +291,7 @@ TEST(Scale, GradCheckAndNaive) {
   Tensor x = rand_f32({40, 500}, gen, -1, 1, true);
   Tensor y = scale(x, 0.3);
   Tensor gy = rand_f32({40, 500}, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   for (int64_t i = 0; i < x.numel(); ++i) {
     ASSERT_EQ(y.f32()[i], 0.3f * x.f32()[i]);
     ASSERT_EQ(x.grad().f32()[i], 0.3f * gy.f32()[i]);
@@ -351,7 +337,7 @@ TEST_P(ReduceNaive, Float32MatchesPlainLoops) {
   const Shape out_shape{};
   ASSERT_EQ(y.shape(), out_shape);
   Tensor gy = rand_f32(out_shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   Tensor y_ref = Tensor::empty(out_shape), dx_ref = Tensor::empty(shape);
   const double factor = c.average ? 1.0 / D : 1.0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -375,7 +361,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, ReduceNaive,
                          });
 
 TEST(Reduce, FullSumIsIdenticalForAnyThreadCount) {
-  ThreadCountGuard guard;
+  ThreadCount guard(omp_get_max_threads());
   Generator gen(33);
   Tensor x = rand_f32({300001}, gen, -1, 1);
   omp_set_num_threads(1);
@@ -384,8 +370,8 @@ TEST(Reduce, FullSumIsIdenticalForAnyThreadCount) {
   const Tensor s2 = sum(x);
   omp_set_num_threads(3);
   const Tensor s3 = sum(x);
-  EXPECT_TRUE(bitwise_equal(s1, s2));
-  EXPECT_TRUE(bitwise_equal(s1, s3));
+  EXPECT_TRUE(same_values(s1, s2));
+  EXPECT_TRUE(same_values(s1, s3));
 }
 
 TEST(Reduce, EdgeCasesAndErrors) {

@@ -21,29 +21,6 @@ namespace {
 
 // ---- helpers independent of the ops under test ----
 
-// Runs the tape backward with dL/dys[k] = gys[k] (undefined gys[k]: nothing flows
-// into ys[k]), through a node of its own.
-void backward_from(const std::vector<Tensor>& ys, const std::vector<Tensor>& gys) {
-  Tensor loss = Tensor::zeros({}, ys[0].dtype());
-  TapeNode node;
-  loss.set_requires_grad(true);
-  node.outputs.push_back(loss.grad_cell());
-  node.backward = [ys, gys](const std::vector<Tensor>& g) {
-    for (size_t k = 0; k < ys.size(); ++k) {
-      if (!gys[k].defined()) continue;
-      Tensor d = ys[k].grad_buffer();
-      for (int64_t i = 0; i < d.numel(); ++i) {
-        if (d.dtype() == DType::f32)
-          d.f32()[i] += gys[k].f32()[i] * g[0].f32()[0];
-        else
-          d.f64()[i] += gys[k].f64()[i] * g[0].f64()[0];
-      }
-    }
-  };
-  tape().push(std::move(node));
-  backward(loss);
-}
-
 // The outputs of a multi-output op flattened into one float64 vector, with a
 // node of its own, so that gradcheck sees every output of split.
 Tensor pack(const std::vector<Tensor>& ys) {
@@ -205,7 +182,7 @@ TEST(Split, MatchesNaiveFloat32) {
       }
       off += c.sizes[k];
     }
-    backward_from(parts, gys);
+    backward_weighted(parts, gys);
     EXPECT_TRUE(same_values(x.grad(), dx_ref)) << "split " << shape_str(c.shape);
 
   }
@@ -222,7 +199,7 @@ TEST(GatherRows, MatchesNaiveFloat32) {
       for (int64_t d = 0; d < D; ++d) ref.f32()[m * D + d] = x.f32()[idx[m] * D + d];
     EXPECT_TRUE(same_values(y, ref));
     Tensor gy = rand_f32({M, D}, gen);
-    backward_from({y}, {gy});
+    backward_weighted(y, gy);
     // Scatter-add in ascending m: the kernel's documented order, so exact.
     Tensor dx_ref = Tensor::zeros({N, D});
     for (int64_t m = 0; m < M; ++m)
@@ -243,7 +220,7 @@ TEST(GatherRows, BackwardIsBitIdenticalForOneAndTwoThreads) {
     omp_set_num_threads(threads);
     x.zero_grad();
     Tensor y = gather_rows(x, index_tensor(idx));
-    backward_from({y}, {gy});
+    backward_weighted(y, gy);
     grads.push_back(x.grad().to_f32_vector());
   }
   omp_set_num_threads(saved);
@@ -269,7 +246,7 @@ TEST(Reshape, GradientFlowsBackInTheInputShape) {
   x.set_requires_grad(true);
   Tensor y = reshape(x, {3, 2});
   Tensor gy = Tensor::from_vector({3, 2}, std::vector<float>{10, 20, 30, 40, 50, 60});
-  backward_from({y}, {gy});
+  backward_weighted(y, gy);
   EXPECT_EQ(x.grad().shape(), (Shape{2, 3}));
   EXPECT_EQ(x.grad().to_f32_vector(), (std::vector<float>{10, 20, 30, 40, 50, 60}));
 }
