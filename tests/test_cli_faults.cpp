@@ -22,16 +22,8 @@ using namespace seqmix;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr
-};
-
-Result run(const std::string& args) {
-  const std::string cmd = std::string(SEQMIX_BINARY) + " " + args + " 2>&1";
-  const seqmix::testing::CommandResult r = seqmix::testing::run_command(cmd);
-  return {r.code, r.out};
-}
+using Result = seqmix::testing::CommandResult;
+Result run(const std::string& args) { return seqmix::testing::run_seqmix(args); }
 
 fs::path temp_dir(const std::string& name) { return seqmix::testing::scratch_dir("clifault", name); }
 

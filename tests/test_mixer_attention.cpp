@@ -32,12 +32,6 @@ namespace {
 
 constexpr double kTol32 = 2e-5;
 
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(t.item(i)));
-  return m;
-}
-
 ::testing::AssertionResult close32(const Tensor& got, const Tensor& ref, double tol = kTol32) {
   return allclose(got, ref, tol, tol * std::max(max_abs(ref), 1e-30));
 }

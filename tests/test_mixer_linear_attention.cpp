@@ -31,12 +31,6 @@ namespace {
 
 constexpr double kTol32 = 2e-5;
 
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(t.item(i)));
-  return m;
-}
-
 // scale_floor: a lower bound for the scale, for gradients that are small only by
 // cancellation (at L = 1, o = v up to eps, so dq and dk are ~1e-8 differences of
 // O(1) terms and carry float32 rounding of the O(1) terms).

@@ -44,12 +44,6 @@ std::unique_ptr<Mixer> randomised(const std::string& type, const MixerOptions& o
   return m;
 }
 
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(t.item(i)));
-  return m;
-}
-
 // |got - ref| <= rtol * (|ref| + rms(ref)) element by element (see Float32Case).
 ::testing::AssertionResult close_to_twin(const Tensor& got, const Tensor& ref, double rtol, const std::string& what) {
   if (!got.defined()) return ::testing::AssertionFailure() << what << ": no gradient";

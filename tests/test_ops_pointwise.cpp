@@ -15,6 +15,7 @@
 
 #include "core/ops.h"
 #include "core/tape.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/op_testing.h"
 
@@ -23,13 +24,7 @@ using namespace seqmix::testing;
 
 namespace {
 
-const std::vector<Shape> kShapes = {{1}, {7}, {3, 5}, {2, 3, 17}};
-
-std::string shape_name(const Shape& s) {
-  std::string n = "s";
-  for (int64_t d : s) n += "_" + std::to_string(d);
-  return n;
-}
+const std::vector<Shape>& kShapes = kAwkwardShapes;
 
 
 // ---------------------------------------------------------------------------

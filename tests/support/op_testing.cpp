@@ -1,5 +1,8 @@
 #include "tests/support/op_testing.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/tape.h"
 
 namespace seqmix::testing {
@@ -40,6 +43,12 @@ void backward_weighted(const std::vector<Tensor>& ys, const std::vector<Tensor>&
       if (rs[k].defined()) add_scaled(ys[k], rs[k], g[0].item(0));
   });
   backward(loss);
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(t.item(i)));
+  return m;
 }
 
 ::testing::AssertionResult same_values(const Tensor& a, const Tensor& b) {

@@ -22,6 +22,13 @@ void backward_weighted(const Tensor& y, const Tensor& r);
 // an undefined rs[k] sends nothing into ys[k].
 void backward_weighted(const std::vector<Tensor>& ys, const std::vector<Tensor>& rs);
 
+// max |t_i| (0 for an empty tensor): the scale of a tensor in relative tolerances.
+double max_abs(const Tensor& t);
+
+// Small awkward shapes for the op tests: a single element, an odd length, and shapes whose
+// last axis is not a multiple of any vector width.
+inline const std::vector<Shape> kAwkwardShapes = {{1}, {7}, {3, 5}, {2, 3, 17}};
+
 // Bit-for-bit equality of two tensors (shape, dtype and every value), naming the first
 // difference.
 ::testing::AssertionResult same_values(const Tensor& a, const Tensor& b);
