@@ -527,6 +527,34 @@ TEST(Config, EveryRegisteredMixerHasItsConfigs) {
   EXPECT_EQ(swept.size(), mixer_names().size());
 }
 
+// A sweep that compares mixers (its model.mixer.type axis lists more than one) compares all
+// of them: a new registry row missing from any such sweep under configs/ fails here, naming
+// the file to edit.
+TEST(Config, MixerSweepsListEveryRegisteredMixer) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / "configs";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << "no configs in " << dir;
+  int comparisons = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.path().parent_path().filename() != "sweeps" || entry.path().extension() != ".yaml") continue;
+    const SweepSpec sweep = load_sweep(entry.path().string());
+    std::set<std::string> swept;
+    for (const SweepAxis& axis : sweep.axes)
+      for (size_t k = 0; k < axis.keys.size(); ++k)
+        if (axis.keys[k] == "model.mixer.type")
+          for (const auto& point : axis.values) swept.insert(point[k]);
+    if (swept.size() < 2) continue;
+    ++comparisons;
+    const std::string file = fs::relative(entry.path(), fs::path(SEQMIX_SOURCE_DIR)).string();
+    for (const std::string& name : mixer_names())
+      EXPECT_EQ(swept.count(name), 1u) << "mixer '" << name << "' is registered but missing from " << file
+                                       << ": add it to the model.mixer.type axis there";
+    for (const std::string& name : swept)
+      EXPECT_NE(find_mixer(name), nullptr) << file << " sweeps mixer '" << name << "', which is not registered";
+  }
+  EXPECT_GE(comparisons, 1) << "no sweep under configs/ compares mixers";
+}
+
 // docs/config.md is the generated reference: every key the parser knows, with the default it
 // really has. SEQMIX_UPDATE_DOCS=1 rewrites the file instead of failing.
 TEST(Config, ConfigReferenceIsUpToDate) {
