@@ -39,6 +39,8 @@ struct GradCase {
   GradFn f;
   double lo = -1, hi = 1;     // input range
 };
+// ctest lists a case by its printed parameter: the name, not the struct's bytes.
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
 
 class MiscOpGrad : public ::testing::TestWithParam<GradCase> {};
 

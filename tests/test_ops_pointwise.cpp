@@ -42,6 +42,8 @@ struct UnaryCase {
   double (*df)(double);
   double lo, hi;
 };
+// ctest lists a case by its printed parameter: the name, not the struct's bytes.
+void PrintTo(const UnaryCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<UnaryCase> unary_cases() {
   return {
@@ -142,6 +144,7 @@ struct BinaryCase {
   double (*db)(double, double);  // d out / d b
   double b_lo, b_hi;             // the range of b
 };
+void PrintTo(const BinaryCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<BinaryCase> binary_cases() {
   return {
@@ -157,6 +160,7 @@ struct ShapePair {
 };
 
 std::string pair_name(const ShapePair& p) { return "a" + shape_name(p.a) + "_b" + shape_name(p.b); }
+void PrintTo(const ShapePair& p, std::ostream* os) { *os << pair_name(p); }
 
 // Equal awkward shapes, b a trailing suffix of a, a a trailing suffix of b, a scalar.
 const std::vector<ShapePair> kGradPairs = {
@@ -301,6 +305,7 @@ struct ReduceCase {
   Tensor (*op)(const Tensor&);
   bool average;
 };
+void PrintTo(const ReduceCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<ReduceCase> reduce_cases() {
   return {{"sum", seqmix::sum, false}, {"mean", seqmix::mean, true}};
