@@ -4,7 +4,7 @@
 // on and an input requires a gradient. Shapes are checked at entry: a mismatch
 // throws ShapeError naming the op and the shapes.
 //
-// Broadcasting is of a trailing shape only: in add/sub/mul/div, b's shape must
+// Broadcasting is of a trailing shape only: in add/sub, b's shape must
 // equal a trailing suffix of a's shape (b of shape (D) against a of (B, L, D)),
 // or the two shapes are equal.
 #pragma once
@@ -27,14 +27,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 // ---- ops_elementwise.cpp ----
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
-Tensor mul(const Tensor& a, const Tensor& b);
-Tensor div(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& x, double s);
 
 // ---- ops_unary.cpp ----
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
-Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor silu(const Tensor& x);
 Tensor gelu(const Tensor& x);        // exact: x * Phi(x) with erf
@@ -45,8 +42,6 @@ Tensor logsigmoid(const Tensor& x);  // stable: min(x,0) - log1p(exp(-|x|))
 // ---- ops_reduce.cpp ----
 Tensor sum(const Tensor& x);       // all elements -> shape {}
 Tensor mean(const Tensor& x);      // all elements -> shape {}
-Tensor sum_last(const Tensor& x);  // (..., D) -> (...)
-Tensor mean_last(const Tensor& x); // (..., D) -> (...)
 
 // ---- ops_norm.cpp ----
 Tensor softmax(const Tensor& x);  // over the last axis
@@ -69,10 +64,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 // ---- ops_shape.cpp ----
 // One dimension may be -1. Shares the buffer.
 Tensor reshape(const Tensor& x, const Shape& shape);
-Tensor transpose_last2(const Tensor& x);  // (..., M, N) -> (..., N, M), a copy
 std::vector<Tensor> split(const Tensor& x, int64_t axis, const std::vector<int64_t>& sizes);
-Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
-Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
 // x: (N, D), index: int32 (M) with values in [0, N) -> (M, D). Repeated indices
 // accumulate in the backward.
 Tensor gather_rows(const Tensor& x, const Tensor& index);
@@ -82,11 +74,5 @@ Tensor gather_rows(const Tensor& x, const Tensor& index);
 // Draws numel counters from gen, one per element, so the mask does not depend on
 // the thread count.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
-
-// ---- ops_conv.cpp ----
-// Causal depthwise conv1d with zero left padding:
-// y[b,t,c] = bias[c] + sum_{j<K} w[c,j] * x[b, t-K+1+j, c]   (x[<0] = 0)
-// x: (B, L, C), w: (C, K), bias: (C) or undefined.
-Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 
 }  // namespace seqmix

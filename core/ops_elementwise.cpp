@@ -1,4 +1,4 @@
-// Elementwise binary ops (add, sub, mul, div) with trailing-shape broadcasting, and
+// Elementwise binary ops (add, sub) with trailing-shape broadcasting, and
 // scale. Each op's forward and hand-written backward sit side by side.
 //
 // Broadcasting: the smaller operand's shape equals a trailing suffix of the other's
@@ -153,23 +153,6 @@ struct SubOp {
   template <class T> static T db(T g, T, T) { return -g; }
 };
 
-struct MulOp {
-  static constexpr const char* name = "mul";
-  static constexpr bool da_reads_a = false, da_reads_b = true, db_reads_a = true, db_reads_b = false;
-  template <class T> static T f(T a, T b) { return a * b; }
-  template <class T> static T da(T g, T, T b) { return g * b; }
-  template <class T> static T db(T g, T a, T) { return g * a; }
-};
-
-// out = a / b: d/da = 1/b, d/db = -a/b^2.
-struct DivOp {
-  static constexpr const char* name = "div";
-  static constexpr bool da_reads_a = false, da_reads_b = true, db_reads_a = true, db_reads_b = true;
-  template <class T> static T f(T a, T b) { return a / b; }
-  template <class T> static T da(T g, T, T b) { return g / b; }
-  template <class T> static T db(T g, T a, T b) { return -g * a / (b * b); }
-};
-
 template <class Op>
 Tensor binary_op(const Tensor& a, const Tensor& b) {
   const Broadcast d = broadcast_dims(Op::name, a, b);
@@ -216,8 +199,6 @@ Tensor binary_op(const Tensor& a, const Tensor& b) {
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary_op<AddOp>(a, b); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary_op<SubOp>(a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary_op<MulOp>(a, b); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary_op<DivOp>(a, b); }
 
 // y = s x, so dx += s dy.
 Tensor scale(const Tensor& x, double s) {

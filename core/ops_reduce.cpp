@@ -1,5 +1,5 @@
-// Reductions: sum and mean of all elements (-> shape {}), and over the last axis
-// (sum_last, mean_last). Forward and hand-written backward side by side.
+// Reductions: sum and mean of all elements (-> shape {}). Forward and hand-written
+// backward side by side.
 //
 // Sums accumulate in double (also for float32) in a fixed order: the full sums
 // split the input into fixed blocks of kBlock elements, reduce each block
@@ -73,44 +73,9 @@ Tensor reduce_all(const char* op, const Tensor& x, bool average) {
   return y;
 }
 
-// Last-axis reduction: y[r] = factor * sum_j x[r, j]; dx[r, j] += factor * dy[r].
-Tensor reduce_last(const char* op, const Tensor& x, bool average) {
-  check_ndim_at_least(op, "x", x, 1);
-  const int64_t D = x.size(-1);
-  if (average && D == 0) throw ShapeError(std::string(op) + ": x " + shape_str(x.shape()) + " has an empty last axis");
-  const Shape out_shape(x.shape().begin(), x.shape().end() - 1);
-  const int64_t rows = shape_numel(out_shape);
-  const double factor = average ? 1.0 / static_cast<double>(D) : 1.0;
-  Tensor y = Tensor::empty(out_shape, x.dtype());
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    const T* X = x.data<T>();  // (rows, D)
-    T* Y = y.data<T>();        // (rows)
-#pragma omp parallel for schedule(static) if (rows * D >= kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) Y[r] = static_cast<T>(sum8(X + r * D, D) * factor);
-  });
-  if (!any_requires_grad({&x})) return y;
-  record({&y}, [op, cell = x.grad_cell(), rows, D, factor](const std::vector<Tensor>& grads) {
-    dispatch_float(grads[0].dtype(), op, [&](auto tag) {
-      using T = decltype(tag);
-      const T* G = grads[0].data<T>();          // (rows)
-      T* dX = cell->buffer().template data<T>();  // (rows, D)
-#pragma omp parallel for schedule(static) if (rows * D >= kParallelMin)
-      for (int64_t r = 0; r < rows; ++r) {
-        const T g = static_cast<T>(G[r] * factor);
-        T* d = dX + r * D;
-        for (int64_t j = 0; j < D; ++j) d[j] += g;
-      }
-    });
-  });
-  return y;
-}
-
 }  // namespace
 
 Tensor sum(const Tensor& x) { return reduce_all("sum", x, false); }
 Tensor mean(const Tensor& x) { return reduce_all("mean", x, true); }
-Tensor sum_last(const Tensor& x) { return reduce_last("sum_last", x, false); }
-Tensor mean_last(const Tensor& x) { return reduce_last("mean_last", x, true); }
 
 }  // namespace seqmix

@@ -1,4 +1,4 @@
-// Shape ops: reshape, transpose_last2, split, concat, slice, gather_rows.
+// Shape ops: reshape, split, gather_rows.
 //
 // All of them move data without arithmetic, so the backward of each is the
 // adjoint index map: the output gradient is copied (added) back to where the
@@ -9,9 +9,9 @@
 // none of these backwards reads input values, so the forward activation can be
 // freed as soon as the caller drops it.
 //
-// split/concat/slice view a tensor as (outer, A, inner) around the chosen axis
-// (A = size(axis)); each moves contiguous bands of A-rows, so one band copy
-// kernel (copy_band) serves all three forwards and all three backwards.
+// split views a tensor as (outer, A, inner) around the chosen axis (A = size(axis))
+// and moves contiguous bands of A-rows: one band copy kernel (copy_band) serves its
+// forward and its backward.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -72,42 +72,6 @@ void copy_band(T* dst,        // dst: (outer, dst_A, inner)
   }
 }
 
-// out[b, n, m] (+)= in[b, m, n] in 32 x 32 tiles: a tile of the source spans 32
-// cache lines (4 KB in float32), which stay in L1 while the tile is written out
-// row by row, so neither side is read with a cache miss per element.
-template <class T, bool Acc>
-void transpose_tiles(T* out,       // out: (batch, N, M)
-                     const T* in,  // in: (batch, M, N)
-                     int64_t batch, int64_t M, int64_t N) {
-  constexpr int64_t kTile = 32;
-  const int64_t tm = (M + kTile - 1) / kTile, tn = (N + kTile - 1) / kTile;
-  const int64_t tasks = batch * tm * tn;
-#pragma omp parallel for schedule(static) if (batch * M * N > kParallelMin)
-  for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t b = task / (tm * tn);
-    const int64_t m0 = (task / tn) % tm * kTile, n0 = task % tn * kTile;
-    const int64_t m1 = std::min(M, m0 + kTile), n1 = std::min(N, n0 + kTile);
-    const T* src = in + b * M * N;
-    T* dst = out + b * M * N;
-    for (int64_t n = n0; n < n1; ++n)
-      for (int64_t m = m0; m < m1; ++m) {
-        if constexpr (Acc)
-          dst[n * M + m] += src[m * N + n];
-        else
-          dst[n * M + m] = src[m * N + n];
-      }
-  }
-}
-
-bool any_input_requires_grad(const std::vector<Tensor>& xs) {
-  if (!grad_enabled()) return false;
-  for (const Tensor& x : xs)
-    if (x.requires_grad()) return true;
-  return false;
-}
-
-std::shared_ptr<GradCell> cell_if_grad(const Tensor& x) { return x.requires_grad() ? x.grad_cell() : nullptr; }
-
 }  // namespace
 
 // ---- reshape ----
@@ -145,31 +109,6 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
       using T = decltype(tag);
       const int64_t n = g[0].numel();
       copy_band<T, true>(gx->buffer().template data<T>(), g[0].data<T>(), 1, 1, n, 0, n, 0, n);
-    });
-  });
-  return y;
-}
-
-// ---- transpose_last2 ----
-
-Tensor transpose_last2(const Tensor& x) {
-  check_ndim_at_least("transpose_last2", "x", x, 2);
-  const int64_t M = x.size(-2), N = x.size(-1);
-  const int64_t batch = prod(x.shape(), 0, x.ndim() - 2);
-  Shape out_shape = x.shape();
-  std::swap(out_shape[out_shape.size() - 1], out_shape[out_shape.size() - 2]);
-  Tensor y = Tensor::empty(out_shape, x.dtype());
-  dispatch_float(x.dtype(), "transpose_last2", [&](auto tag) {
-    using T = decltype(tag);
-    transpose_tiles<T, false>(y.data<T>(), x.data<T>(), batch, M, N);
-  });
-  if (!any_requires_grad({&x})) return y;
-  // y[b,n,m] = x[b,m,n], so dx[b,m,n] += dy[b,n,m]: the same tiled transpose of
-  // dy (batch, N, M), accumulating.
-  record({&y}, [gx = x.grad_cell(), batch, M, N](const std::vector<Tensor>& g) {
-    dispatch_float(gx->dtype, "transpose_last2 backward", [&](auto tag) {
-      using T = decltype(tag);
-      transpose_tiles<T, true>(gx->buffer().template data<T>(), g[0].data<T>(), batch, N, M);
     });
   });
   return y;
@@ -228,86 +167,6 @@ std::vector<Tensor> split(const Tensor& x, int64_t axis, const std::vector<int64
   };
   tape().push(std::move(node));
   return outs;
-}
-
-// ---- concat ----
-
-Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
-  if (xs.empty()) throw ShapeError("concat: no inputs");
-  for (size_t k = 0; k < xs.size(); ++k)
-    if (!xs[k].defined()) throw ShapeError("concat: input " + std::to_string(k) + " is undefined");
-  const Shape& first = xs[0].shape();
-  const int64_t ax = normalize_axis("concat", axis, first);
-  std::vector<int64_t> sizes(xs.size()), offsets(xs.size());
-  int64_t total = 0;
-  for (size_t k = 0; k < xs.size(); ++k) {
-    const Shape& s = xs[k].shape();
-    if (xs[k].dtype() != xs[0].dtype())
-      throw ShapeError(std::string("concat: input ") + std::to_string(k) + " is " + dtype_name(xs[k].dtype()) +
-                       ", input 0 is " + dtype_name(xs[0].dtype()));
-    bool ok = s.size() == first.size();
-    for (size_t i = 0; ok && i < s.size(); ++i) ok = static_cast<int64_t>(i) == ax || s[i] == first[i];
-    if (!ok)
-      throw ShapeError("concat: input " + std::to_string(k) + " has shape " + shape_str(s) + ", input 0 has " +
-                       shape_str(first) + "; expected equal shapes except along axis " + std::to_string(axis));
-    sizes[k] = s[ax];
-    offsets[k] = total;
-    total += s[ax];
-  }
-  Shape out_shape = first;
-  out_shape[ax] = total;
-  const int64_t outer = prod(first, 0, ax), inner = prod(first, ax + 1, static_cast<int64_t>(first.size()));
-  Tensor y = Tensor::empty(out_shape, xs[0].dtype());
-  dispatch_float(y.dtype(), "concat", [&](auto tag) {
-    using T = decltype(tag);
-    for (size_t k = 0; k < xs.size(); ++k)
-      copy_band<T, false>(y.data<T>(), xs[k].data<T>(), outer, inner, total, offsets[k], sizes[k], 0, sizes[k]);
-  });
-  if (!any_input_requires_grad(xs)) return y;
-  std::vector<std::shared_ptr<GradCell>> cells(xs.size());
-  for (size_t k = 0; k < xs.size(); ++k) cells[k] = cell_if_grad(xs[k]);
-  // Input k sits in rows [off_k, off_k + size_k) of the output's axis: its
-  // gradient is that band of dy.
-  record({&y}, [cells, sizes, offsets, outer, inner, total](const std::vector<Tensor>& g) {
-    dispatch_float(g[0].dtype(), "concat backward", [&](auto tag) {
-      using T = decltype(tag);
-      for (size_t k = 0; k < cells.size(); ++k)
-        if (cells[k])
-          copy_band<T, true>(cells[k]->buffer().template data<T>(), g[0].data<T>(), outer, inner, sizes[k], 0,
-                             total, offsets[k], sizes[k]);
-    });
-  });
-  return y;
-}
-
-// ---- slice ----
-
-Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
-  if (!x.defined()) throw ShapeError("slice: input is undefined");
-  const int64_t ax = normalize_axis("slice", axis, x.shape());
-  const int64_t A = x.shape()[ax];
-  if (start < 0 || start > end || end > A)
-    throw ShapeError("slice: range [" + std::to_string(start) + ", " + std::to_string(end) + ") on axis " +
-                     std::to_string(axis) + " of " + shape_str(x.shape()) + "; expected 0 <= start <= end <= " +
-                     std::to_string(A));
-  const int64_t len = end - start;
-  const int64_t outer = prod(x.shape(), 0, ax), inner = prod(x.shape(), ax + 1, x.ndim());
-  Shape out_shape = x.shape();
-  out_shape[ax] = len;
-  Tensor y = Tensor::empty(out_shape, x.dtype());
-  dispatch_float(x.dtype(), "slice", [&](auto tag) {
-    using T = decltype(tag);
-    copy_band<T, false>(y.data<T>(), x.data<T>(), outer, inner, len, 0, A, start, len);
-  });
-  if (!any_requires_grad({&x})) return y;
-  // dx[.., start + i, ..] += dy[.., i, ..]; rows outside the slice get nothing.
-  record({&y}, [gx = x.grad_cell(), outer, inner, A, start, len](const std::vector<Tensor>& g) {
-    dispatch_float(gx->dtype, "slice backward", [&](auto tag) {
-      using T = decltype(tag);
-      copy_band<T, true>(gx->buffer().template data<T>(), g[0].data<T>(), outer, inner, A, start, len, 0, len);
-    });
-  });
-  return y;
 }
 
 // ---- gather_rows ----

@@ -1,4 +1,4 @@
-// Elementwise unary ops: exp, log, tanh, sigmoid, silu, gelu, softplus, elu,
+// Elementwise unary ops: exp, log, sigmoid, silu, gelu, softplus, elu,
 // logsigmoid. Each op is a struct beside its derivative: f(x) for the forward and
 // df(v) = dy/dx written in terms of the one value the backward keeps, v = x or
 // v = y (saves). One generic template runs the loops and records the tape node.
@@ -45,13 +45,6 @@ struct LogOp {
   static constexpr Saves saves = Saves::input;
   template <class T> static T f(T x) { return std::log(x); }
   template <class T> static T df(T x) { return T(1) / x; }
-};
-
-struct TanhOp {
-  static constexpr const char* name = "tanh";
-  static constexpr Saves saves = Saves::output;
-  template <class T> static T f(T x) { return std::tanh(x); }
-  template <class T> static T df(T y) { return T(1) - y * y; }
 };
 
 struct SigmoidOp {
@@ -155,7 +148,6 @@ Tensor unary_op(const Tensor& x) {
 
 Tensor exp(const Tensor& x) { return unary_op<ExpOp>(x); }
 Tensor log(const Tensor& x) { return unary_op<LogOp>(x); }
-Tensor tanh(const Tensor& x) { return unary_op<TanhOp>(x); }
 Tensor sigmoid(const Tensor& x) { return unary_op<SigmoidOp>(x); }
 Tensor silu(const Tensor& x) { return unary_op<SiluOp>(x); }
 Tensor gelu(const Tensor& x) { return unary_op<GeluOp>(x); }

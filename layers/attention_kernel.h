@@ -1,7 +1,8 @@
 // The fused core of causal multi-head softmax attention (docs/mixers.md#attention), one
 // differentiable op with a hand-written FlashAttention-style backward. Reference twin
-// (plain loops, the tests' oracle): tests/support/reference_attention.h
-// (reference_attention_core / reference_attention_core_backward, reference_attention_layer).
+// (plain loops, the tests' oracle): tests/support/reference_attention.h, the whole layer as
+// reference_attention_forward / reference_attention_backward and this op as
+// reference_attention_core / reference_attention_core_backward.
 #pragma once
 
 #include <cstdint>

@@ -14,9 +14,9 @@
 //   gla_norm_gate (layers/gla_gate.cpp): the per-head rmsnorm times g_norm.weight
 //     times swish(g).
 // The recurrent form keeps S (H, dk, dv) per sequence: decay, then add, then read out.
-// Reference twin (plain loops, the tests' oracle): tests/support/reference_gla.h
-// (reference_gla_core / reference_gla_core_backward, reference_gla_norm_gate,
-// reference_gla_layer).
+// Reference twin (plain loops, the tests' oracle): tests/support/reference_gla.h, the whole
+// layer as reference_gla_forward / reference_gla_backward and the kernels below as
+// reference_gla_core / reference_gla_core_backward and reference_gla_norm_gate.
 #pragma once
 
 #include <cstdint>

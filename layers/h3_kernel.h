@@ -10,9 +10,9 @@
 //                  see the method note in h3_diag.cpp).
 //
 // The shift op is in h3_shift.cpp, the diagonal op and the recurrent step in h3_diag.cpp.
-// Reference twin (plain loops, the tests' oracle): tests/support/reference_h3.h
-// (ref_h3_shift_forward / ref_h3_shift_backward, ref_h3_diag_forward / ref_h3_diag_backward,
-// ref_h3_layer_forward).
+// Reference twin (plain loops, the tests' oracle): tests/support/reference_h3.h, the whole
+// layer as reference_h3_forward / reference_h3_backward and these ops as
+// ref_h3_shift_forward / ref_h3_shift_backward and ref_h3_diag_forward / ref_h3_diag_backward.
 //
 // Both ops record one tape node each; their backward accumulates (+=) into the
 // gradient buffers of the inputs and parameters that require a gradient and

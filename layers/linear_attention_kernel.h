@@ -1,7 +1,8 @@
 // The fused core of causal linear attention (docs/mixers.md#linear_attention), one differentiable op
 // with a hand-written chunked backward. Reference twin (plain loops, the tests' oracle):
-// tests/support/reference_linear_attention.h (reference_linear_attention_core /
-// reference_linear_attention_core_backward, reference_linear_attention_layer).
+// tests/support/reference_linear_attention.h, the whole layer as
+// reference_linear_attention_forward / reference_linear_attention_backward and this op as
+// reference_linear_attention_core / reference_linear_attention_core_backward.
 #pragma once
 
 #include <cstdint>

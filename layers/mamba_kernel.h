@@ -1,9 +1,9 @@
 // Fused differentiable ops of the mamba mixer (docs/mixers.md#mamba), each with a hand-written
 // CPU backward: the conv and the column linear in layers/mamba_conv.cpp, the selective
 // scan in layers/mamba_scan.cpp (each with its recurrent step beside it). Reference twin
-// (plain loops, the tests' oracle): tests/support/reference_mamba.h (ref_conv_forward /
-// ref_conv_backward, ref_scan_forward / ref_scan_backward, ref_mamba_forward /
-// ref_mamba_backward).
+// (plain loops, the tests' oracle): tests/support/reference_mamba.h, the whole layer as
+// reference_mamba_forward / reference_mamba_backward and these ops as ref_conv_forward /
+// ref_conv_backward and ref_scan_forward / ref_scan_backward.
 //
 // The mixer's projections produce wide tensors whose parts feed different ops:
 // in_proj gives xz = [x | z] (B, L, 2E) and x_proj gives x_dbl = [dl | Bt | Ct]

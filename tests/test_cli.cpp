@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tests/support/command_testing.h"
+#include "tests/support/file_testing.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -20,23 +21,10 @@ using namespace seqmix;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr
-};
+using Result = seqmix::testing::CommandResult;
+Result run(const std::string& args) { return seqmix::testing::run_seqmix(args); }
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(SEQMIX_BINARY) + " " + args + " 2>&1";
-  const seqmix::testing::CommandResult r = seqmix::testing::run_command(cmd);
-  return {r.code, r.out};
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("seqmix_cli_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return seqmix::testing::scratch_dir("cli", name); }
 
 const char* kConfig = R"(
 model:

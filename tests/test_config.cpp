@@ -2,6 +2,7 @@
 // line and a suggestion; --set overrides; to_yaml round trips.
 #include "layers/mixer_registry.h"
 #include "layers/model.h"
+#include "tests/support/file_testing.h"
 #include "train/config.h"
 #include "train/config_docs.h"
 #include "train/sweep.h"
@@ -24,6 +25,8 @@
 
 namespace seqmix {
 namespace {
+
+using seqmix::testing::contains;
 
 // A valid base: a small MQAR run; tests append or override keys.
 const std::string kBase =
@@ -48,10 +51,6 @@ std::string error_of(const std::string& yaml, const std::vector<std::string>& ov
   }
   ADD_FAILURE() << "expected a ConfigError for:\n" << yaml;
   return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 TEST(Config, BaseIsValid) {
@@ -526,6 +525,34 @@ TEST(Config, EveryRegisteredMixerHasItsConfigs) {
     EXPECT_EQ(swept.count(name), 1u) << name << " is missing from configs/sweeps/mqar.yaml";
   }
   EXPECT_EQ(swept.size(), mixer_names().size());
+}
+
+// A sweep that compares mixers (its model.mixer.type axis lists more than one) compares all
+// of them: a new registry row missing from any such sweep under configs/ fails here, naming
+// the file to edit.
+TEST(Config, MixerSweepsListEveryRegisteredMixer) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SEQMIX_SOURCE_DIR) / "configs";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << "no configs in " << dir;
+  int comparisons = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.path().parent_path().filename() != "sweeps" || entry.path().extension() != ".yaml") continue;
+    const SweepSpec sweep = load_sweep(entry.path().string());
+    std::set<std::string> swept;
+    for (const SweepAxis& axis : sweep.axes)
+      for (size_t k = 0; k < axis.keys.size(); ++k)
+        if (axis.keys[k] == "model.mixer.type")
+          for (const auto& point : axis.values) swept.insert(point[k]);
+    if (swept.size() < 2) continue;
+    ++comparisons;
+    const std::string file = fs::relative(entry.path(), fs::path(SEQMIX_SOURCE_DIR)).string();
+    for (const std::string& name : mixer_names())
+      EXPECT_EQ(swept.count(name), 1u) << "mixer '" << name << "' is registered but missing from " << file
+                                       << ": add it to the model.mixer.type axis there";
+    for (const std::string& name : swept)
+      EXPECT_NE(find_mixer(name), nullptr) << file << " sweeps mixer '" << name << "', which is not registered";
+  }
+  EXPECT_GE(comparisons, 1) << "no sweep under configs/ compares mixers";
 }
 
 // docs/config.md is the generated reference: every key the parser knows, with the default it

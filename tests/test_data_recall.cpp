@@ -18,10 +18,13 @@
 #include "data/errors.h"
 #include "data/recall_dataset.h"
 #include "data/recall_tasks.h"
+#include "tests/support/file_testing.h"
 
 using namespace seqmix;
 
 namespace {
+
+using seqmix::testing::contains;
 
 RecallTaskOptions mqar(int64_t V, int64_t L, int64_t K, bool random_fill = true,
                        double power_a = 0.01) {
@@ -46,10 +49,6 @@ std::string validation_error(const RecallTaskOptions& o) {
     return e.what();
   }
   return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 // Checks every MQAR invariant of one example; returns the slots queried.

@@ -15,27 +15,17 @@
 #include "data/errors.h"
 #include "data/recall_tasks.h"
 #include "data/text.h"
+#include "tests/support/file_testing.h"
 
 using namespace seqmix;
 namespace fs = std::filesystem;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using seqmix::testing::contains;
+using seqmix::testing::error_of;
 
 // The message of the DataError that f throws, or "" if none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // A scratch directory for the test's files, removed at the end.
 class TempDir {
  public:
@@ -123,14 +113,14 @@ TEST(Tokenizer, ByteRoundTrip) {
 
 TEST(Tokenizer, UnknownCharacterIsNamedWithItsPosition) {
   const Tokenizer t = Tokenizer::build("char", "abc ");
-  const std::string m = error_of([&] { t.encode("ab é"); });
+  const std::string m = error_of<DataError>([&] { t.encode("ab é"); });
   EXPECT_TRUE(contains(m, "'é'") && contains(m, "U+00E9")) << m;
   EXPECT_TRUE(contains(m, "character position 3") && contains(m, "byte offset 3")) << m;
-  const std::string m2 = error_of([&] { t.encode("a\tb"); });
+  const std::string m2 = error_of<DataError>([&] { t.encode("a\tb"); });
   EXPECT_TRUE(contains(m2, "U+0009") && contains(m2, "position 1")) << m2;
-  EXPECT_TRUE(contains(error_of([&] { t.decode({0, 4}); }), "id 4")) << "ids past the vocabulary";
-  EXPECT_TRUE(contains(error_of([&] { t.decode({-1}); }), "id -1"));
-  EXPECT_TRUE(contains(error_of([] { Tokenizer::build("word", "x"); }), "char, byte"));
+  EXPECT_TRUE(contains(error_of<DataError>([&] { t.decode({0, 4}); }), "id 4")) << "ids past the vocabulary";
+  EXPECT_TRUE(contains(error_of<DataError>([&] { t.decode({-1}); }), "id -1"));
+  EXPECT_TRUE(contains(error_of<DataError>([] { Tokenizer::build("word", "x"); }), "char, byte"));
 }
 
 TEST(Tokenizer, VocabularyTravelsAsUtf8) {
@@ -175,33 +165,33 @@ TEST(Utf8, StrictValidation) {
 TEST(TextCorpus, FileErrorsNameThePathAndTheProblem) {
   TempDir dir;
   const std::string missing = dir.path("no_such_file.txt");
-  std::string m = error_of([&] { TextCorpus::load(text_options(missing, 8)); });
+  std::string m = error_of<DataError>([&] { TextCorpus::load(text_options(missing, 8)); });
   EXPECT_TRUE(contains(m, missing) && contains(m, "not found")) << m;
 
   const std::string empty = dir.write("empty.txt", "");
-  m = error_of([&] { TextCorpus::load(text_options(empty, 8)); });
+  m = error_of<DataError>([&] { TextCorpus::load(text_options(empty, 8)); });
   EXPECT_TRUE(contains(m, empty) && contains(m, "empty")) << m;
 
   const std::string bad = dir.write("latin1.txt", std::string(100, 'a') + "caf\xe9 au lait" +
                                                       std::string(100, 'b'));
-  m = error_of([&] { TextCorpus::load(text_options(bad, 8)); });
+  m = error_of<DataError>([&] { TextCorpus::load(text_options(bad, 8)); });
   EXPECT_TRUE(contains(m, bad) && contains(m, "UTF-8") && contains(m, "byte offset 103") &&
               contains(m, "0xE9"))
       << m;
-  m = error_of([&] { TextCorpus::load(text_options(bad, 8, "byte")); });
+  m = error_of<DataError>([&] { TextCorpus::load(text_options(bad, 8, "byte")); });
   EXPECT_TRUE(contains(m, "UTF-8")) << "the byte tokenizer also wants a UTF-8 file: " << m;
 
-  m = error_of([&] { TextCorpus::load(text_options(dir.path(""), 8)); });
+  m = error_of<DataError>([&] { TextCorpus::load(text_options(dir.path(""), 8)); });
   EXPECT_TRUE(contains(m, "directory")) << m;
 
   const std::string ok = dir.write("ok.txt", random_text(500, 2));
-  m = error_of([&] { TextCorpus::load(text_options(ok, 8, "words")); });
+  m = error_of<DataError>([&] { TextCorpus::load(text_options(ok, 8, "words")); });
   EXPECT_TRUE(contains(m, "tokenizer") && contains(m, "char, byte")) << m;
-  m = error_of([&] { TextCorpus::load(text_options(ok, 0)); });
+  m = error_of<DataError>([&] { TextCorpus::load(text_options(ok, 0)); });
   EXPECT_TRUE(contains(m, "seq_len")) << m;
   TextOptions frac = text_options(ok, 8);
   frac.train_fraction = 1.0;
-  m = error_of([&] { TextCorpus::load(frac); });
+  m = error_of<DataError>([&] { TextCorpus::load(frac); });
   EXPECT_TRUE(contains(m, "train_fraction")) << m;
 }
 
@@ -210,7 +200,7 @@ TEST(TextCorpus, SplitsTooShortForAWindowAreRejected) {
   // 100 tokens: train 90, validation 10; windows need seq_len + 1 tokens.
   const std::string p = dir.write("short.txt", random_text(100, 3));
   EXPECT_NO_THROW(TextCorpus::load(text_options(p, 9)));
-  const std::string m = error_of([&] { TextCorpus::load(text_options(p, 10)); });
+  const std::string m = error_of<DataError>([&] { TextCorpus::load(text_options(p, 10)); });
   EXPECT_TRUE(contains(m, p) && contains(m, "validation split has 10 tokens") &&
               contains(m, "seq_len + 1 = 11"))
       << m;
@@ -250,7 +240,7 @@ TEST(TextCorpus, GivenTokenizerIsUsedAndMustCoverTheText) {
   EXPECT_EQ(c.tokenizer().vocab_size(), t.vocab_size());
   const Tokenizer small = Tokenizer::build("char", "abc");
   const std::string m =
-      error_of([&] { TextCorpus::from_text(text, text_options("", 8), "corpus.txt", &small); });
+      error_of<DataError>([&] { TextCorpus::from_text(text, text_options("", 8), "corpus.txt", &small); });
   EXPECT_TRUE(contains(m, "corpus.txt") && contains(m, "not in the vocabulary")) << m;
   const Tokenizer bytes = Tokenizer::build("byte", "");
   EXPECT_THROW(TextCorpus::from_text(text, text_options("", 8), "x", &bytes), DataError);

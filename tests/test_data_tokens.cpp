@@ -15,21 +15,15 @@
 #include "core/random.h"
 #include "data/errors.h"
 #include "data/token_file.h"
+#include "tests/support/file_testing.h"
 
 using namespace seqmix;
 namespace fs = std::filesystem;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "";
-}
+using seqmix::testing::contains;
+using seqmix::testing::error_of;
 
 class TokenFiles : public ::testing::Test {
  protected:
@@ -65,8 +59,6 @@ std::vector<int64_t> iota_mod(int64_t n, int64_t mod) {
   return v;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 }  // namespace
 
 TEST_F(TokenFiles, BothFormatsReadBackTheTokensAndAutoDetectsThem) {
@@ -101,28 +93,28 @@ TEST_F(TokenFiles, BadFilesNameThePathAndTheOffset) {
   };
   for (const Case& c : cases) {
     const std::string p = write_bytes(c.name, c.bytes);
-    const std::string msg = error_of([&] { TokenFile::open(p, c.format, 50304); });
+    const std::string msg = error_of<DataError>([&] { TokenFile::open(p, c.format, 50304); });
     EXPECT_TRUE(contains(msg, p)) << c.name << ": " << msg;
     EXPECT_TRUE(contains(msg, c.expected)) << c.name << ": " << msg;
   }
   const std::string missing = path("missing.bin");
-  EXPECT_TRUE(contains(error_of([&] { TokenFile::open(missing, "auto", 50304); }), "No such file"));
+  EXPECT_TRUE(contains(error_of<DataError>([&] { TokenFile::open(missing, "auto", 50304); }), "No such file"));
   const std::string raw = path("raw.bin");
   write_token_file(raw, "nanogpt", {0, 5, 65, 3});
-  EXPECT_TRUE(contains(error_of([&] { TokenFile::open(raw, "auto", 65); }), "byte offset 4 (token 2): id 65"));
-  EXPECT_TRUE(contains(error_of([&] { TokenFile::open(raw, "gpt", 65); }), "auto, nanogpt, llmc"));
+  EXPECT_TRUE(contains(error_of<DataError>([&] { TokenFile::open(raw, "auto", 65); }), "byte offset 4 (token 2): id 65"));
+  EXPECT_TRUE(contains(error_of<DataError>([&] { TokenFile::open(raw, "gpt", 65); }), "auto, nanogpt, llmc"));
 }
 
 TEST_F(TokenFiles, DatasetNeedsBothFilesAndOneWindowEach) {
   TokenFileOptions o;
   o.seq_len = 8;
   o.vocab_size = 100;
-  EXPECT_TRUE(contains(error_of([&] { TokenDataset::open(o); }), "data.train_path"));
+  EXPECT_TRUE(contains(error_of<DataError>([&] { TokenDataset::open(o); }), "data.train_path"));
   o.train_path = path("train.bin");
   o.val_path = path("val.bin");
   write_token_file(o.train_path, "llmc", iota_mod(100, 100));
   write_token_file(o.val_path, "nanogpt", iota_mod(8, 100));
-  const std::string msg = error_of([&] { TokenDataset::open(o); });
+  const std::string msg = error_of<DataError>([&] { TokenDataset::open(o); });
   EXPECT_TRUE(contains(msg, o.val_path) && contains(msg, "fewer than data.seq_len + 1 = 9")) << msg;
 }
 

@@ -27,6 +27,8 @@ struct Case {
   std::function<Tensor(const std::vector<Tensor>&)> f;
   std::vector<Shape> shapes;
 };
+// ctest lists a case by its printed parameter: the name, not the struct's bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 std::vector<Case> cases() {
   return {
@@ -39,13 +41,13 @@ std::vector<Case> cases() {
        [](const std::vector<Tensor>& in) { return add(matmul(in[0], in[1]), matmul(in[0], in[1], false, false)); },
        {{2, 3, 4}, {4, 5}}},
       {"matmul_trans_batched",
-       [](const std::vector<Tensor>& in) { return add(matmul(in[0], in[1], true, true), scale(transpose_last2(in[0]), 2)); },
+       [](const std::vector<Tensor>& in) { return add(matmul(in[0], in[1], true, true), scale(in[0], 2)); },
        {{2, 3, 3}, {2, 3, 3}}},
-      {"gelu_twice", [](const std::vector<Tensor>& in) { return mul(gelu(in[0]), gelu(in[0])); }, {{3, 7}}},
+      {"gelu_twice", [](const std::vector<Tensor>& in) { return add(gelu(in[0]), gelu(in[0])); }, {{3, 7}}},
       {"add_self", [](const std::vector<Tensor>& in) { return add(in[0], in[0]); }, {{3, 7}}},
-      {"add_broadcast", [](const std::vector<Tensor>& in) { return add(add(in[0], in[1]), mul(in[1], in[1])); },
+      {"add_broadcast", [](const std::vector<Tensor>& in) { return add(add(in[0], in[1]), sub(in[0], in[1])); },
        {{3, 5}, {5}}},
-      {"mul_broadcast_first", [](const std::vector<Tensor>& in) { return mul(in[1], in[0]); }, {{3, 5}, {5}}},
+      {"sub_broadcast_first", [](const std::vector<Tensor>& in) { return sub(in[1], in[0]); }, {{3, 5}, {5}}},
   };
 }
 
@@ -66,10 +68,10 @@ TEST_P(GradWrite, SecondBackwardWithoutZeroGradDoubles) {
   for (const Shape& s : c.shapes) in.push_back(rand_f32(s, gen, -1, 1, true));
   Tensor y = c.f(in);
   Tensor gy = rand_f32(y.shape(), gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   std::vector<Tensor> first;
   for (const Tensor& t : in) first.push_back(t.grad().clone());
-  backprop_with(c.f(in), gy);
+  backward_weighted(c.f(in), gy);
   for (size_t k = 0; k < in.size(); ++k)
     for (int64_t i = 0; i < first[k].numel(); ++i)
       // Not bit-exact: (a + b) + a + b is summed in another order than 2 (a + b).

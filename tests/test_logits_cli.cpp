@@ -12,6 +12,7 @@
 
 #include "core/tape.h"
 #include "tests/support/command_testing.h"
+#include "tests/support/file_testing.h"
 #include "train/cmd_logits.h"
 #include "train/model_io.h"
 
@@ -34,12 +35,7 @@ Result run(const std::string& args, const fs::path& dir) {
   return {r.code, r.out, err};
 }
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("seqmix_logits_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return seqmix::testing::scratch_dir("logits", name); }
 
 // A tiny GLA model with positions, trained a few steps, so that the chunked parallel
 // form (64-token chunks) and the recurrent form are both exercised.

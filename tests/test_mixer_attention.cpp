@@ -1,7 +1,8 @@
-// Causal multi-head attention (docs/mixers.md#attention): the fused core against the plain-loop
-// oracle (float32, forward and backward, with and without dropout, L up to 300),
-// float64 gradient checks of the whole layer, float32 against float64, parallel
-// against recurrent form, causality, determinism, initialisation.
+// Causal multi-head attention (docs/mixers.md#attention), what is specific to it: the fused
+// core against the plain-loop oracle (float32, forward and backward, with and without
+// dropout, L up to 300), its two backward algorithms, the dropout mask, the initialisation
+// and the option rules. The layer's gradient check, twin, recurrent form, causality and
+// determinism are the shared suite's (tests/test_mixer_suite.cpp).
 //
 // Tolerance rule for float32 against a float64 result: |got - ref| <= tol *
 // (|ref| + max|ref|) with tol = 2e-5, i.e. a relative error of 2e-5 on each
@@ -30,12 +31,6 @@ using namespace seqmix::testing;
 namespace {
 
 constexpr double kTol32 = 2e-5;
-
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(t.item(i)));
-  return m;
-}
 
 ::testing::AssertionResult close32(const Tensor& got, const Tensor& ref, double tol = kTol32) {
   return allclose(got, ref, tol, tol * std::max(max_abs(ref), 1e-30));
@@ -106,8 +101,8 @@ TEST(AttentionCore, AlgorithmsAndThreadCountsAreBitIdentical) {
           first_o = o.detach();
           first_g = qkv.grad();
         } else {
-          EXPECT_TRUE(bit_equal(o, first_o)) << "p " << p << " threads " << nt;
-          EXPECT_TRUE(bit_equal(qkv.grad(), first_g)) << "p " << p << " threads " << nt << " algo " << int(algo);
+          EXPECT_TRUE(same_values(o, first_o)) << "p " << p << " threads " << nt;
+          EXPECT_TRUE(same_values(qkv.grad(), first_g)) << "p " << p << " threads " << nt << " algo " << int(algo);
         }
       }
     omp_set_num_threads(threads);
@@ -126,122 +121,13 @@ TEST(AttentionCore, RejectsBadShapes) {
 
 LayerInit init_of(Generator& gen, DType dt, int64_t n_layers = 1) { return LayerInit{&gen, n_layers, dt}; }
 
-struct LayerCase {
-  int64_t B, L, H;
-  double dropout;
-};
-void PrintTo(const LayerCase& c, std::ostream* os) {
-  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"H", double(c.H)}, {"dropout", c.dropout}});
-}
-
-class AttentionGradCheck : public ::testing::TestWithParam<LayerCase> {};
-
-// Every parameter and every input element, central differences in float64.
-TEST_P(AttentionGradCheck, LayerFloat64) {
-  const LayerCase c = GetParam();
-  const int64_t D = 12;
-  Generator gen(21);
-  AttentionMixer layer(D, AttentionOptions{c.H, c.dropout}, init_of(gen, DType::f64));
-  randomise(layer, gen);
-  Tensor x = rand_f64({c.B, c.L, D}, gen);
-  std::vector<Tensor> inputs{x};
-  for (auto& [name, t] : params_of(layer)) inputs.push_back(t);
-  // A fresh generator per evaluation: every call draws the same dropout mask.
-  auto f = [&](const std::vector<Tensor>& in) {
-    Generator g(5);
-    return layer.forward(in[0], /*training=*/true, g);
-  };
-  SingleThread one;
-  EXPECT_TRUE(gradcheck(f, inputs));
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, AttentionGradCheck,
-                         ::testing::Values(LayerCase{1, 1, 1, 0.0}, LayerCase{3, 1, 3, 0.0}, LayerCase{1, 7, 2, 0.0},
-                                           LayerCase{3, 7, 3, 0.0}, LayerCase{1, 67, 3, 0.0},
-                                           LayerCase{3, 67, 2, 0.0}, LayerCase{1, 7, 1, 0.5},
-                                           LayerCase{2, 67, 2, 0.3}),
-                         [](const ::testing::TestParamInfo<LayerCase>& i) {
-                           return "B" + std::to_string(i.param.B) + "_L" + std::to_string(i.param.L) + "_H" +
-                                  std::to_string(i.param.H) + (i.param.dropout > 0 ? "_dropout" : "");
-                         });
-
-// Float32 layer against the oracle (forward) and against the float64 fused path
-// (backward: every parameter gradient and the input gradient), L = 300.
-TEST(AttentionLayer, Float32MatchesReferenceAndFloat64) {
-  const int64_t B = 2, L = 300, D = 32, H = 4;
-  Generator gen(8);
-  AttentionMixer l32(D, AttentionOptions{H, 0.0}, init_of(gen, DType::f32));
-  AttentionMixer l64(D, AttentionOptions{H, 0.0}, init_of(gen, DType::f64));
-  randomise(l32, gen, -0.3, 0.3);
-  copy_params(l32, l64);
-  Tensor x32 = rand_f32({B, L, D}, gen, -1, 1, true);
-  Tensor x64 = x32.to(DType::f64).set_requires_grad(true);
-  Tensor r64 = rand_f64({B, L, D}, gen, -1, 1, false);
-  Generator g(1);
-  // One forward and backward at a time: backward runs (and clears) the whole tape.
-  Tensor y32 = l32.forward(x32, true, g);
-  backward_weighted(y32, r64.to(DType::f32));
-  Tensor y64 = l64.forward(x64, true, g);
-  backward_weighted(y64, r64);
-  NamedTensors p = params_of(l32);
-  EXPECT_TRUE(close32(y32, reference_attention_layer(x32, p[0].second, p[1].second, p[2].second, p[3].second, H)));
-  EXPECT_TRUE(close32(y32, y64));
-  EXPECT_TRUE(close32(x32.grad(), x64.grad()));
-  NamedTensors p64 = params_of(l64);
-  for (size_t i = 0; i < p.size(); ++i) EXPECT_TRUE(close32(p[i].second.grad(), p64[i].second.grad())) << p[i].first;
-}
-
-TEST(AttentionLayer, RecurrentStepsMatchParallelForm) {
-  const int64_t B = 2, L = 50, D = 16, H = 2;  // 50 steps cross the cache growth at 16 and 32
-  Generator gen(4);
-  AttentionMixer layer(D, AttentionOptions{H, 0.1}, init_of(gen, DType::f32));
-  randomise(layer, gen);
-  Tensor x = rand_f32({B, L, D}, gen);
-  Tensor y;
-  {
-    NoGradGuard ng;
-    Generator g(2);
-    y = layer.forward(x, /*training=*/false, g);  // no dropout in evaluation
-    EXPECT_EQ(g.counter(), 0u);
-  }
-  // Decoding steps are tiny: on one thread, as for the gradient checks.
-  SingleThread one;
-  auto state = layer.init_state(B);
-  EXPECT_EQ(layer.state_size(0), 0);
-  Tensor ref = Tensor::empty({B, L, D});
-  for (int64_t t = 0; t < L; ++t) {
-    Tensor xt = Tensor::empty({B, D});
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t e = 0; e < D; ++e) xt.f32()[b * D + e] = x.f32()[(b * L + t) * D + e];
-    Tensor yt = layer.step(*state, xt);
-    ASSERT_EQ(yt.shape(), (Shape{B, D}));
-    EXPECT_FALSE(yt.requires_grad());
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t e = 0; e < D; ++e) ref.f32()[(b * L + t) * D + e] = yt.f32()[b * D + e];
-  }
-  EXPECT_EQ(tape().size(), 0u);
-  EXPECT_EQ(state->t, L);
-  EXPECT_EQ(layer.state_size(L), 2 * D * L);
-  EXPECT_TRUE(close32(y, ref));
-}
-
-TEST(AttentionLayer, ParametersNamesShapesAndInit) {
+// Names and shapes are the shared suite's (tests/test_mixer_suite.cpp); here the values.
+TEST(AttentionLayer, Initialisation) {
   const int64_t D = 64;
   Generator gen(12);
   AttentionMixer layer(D, AttentionOptions{4, 0.0}, init_of(gen, DType::f32, /*n_layers=*/4));
-  NamedTensors p;
-  layer.named_parameters("layers.0.mixer.", p);
+  NamedTensors p = params_of(layer);
   ASSERT_EQ(p.size(), 4u);
-  const std::vector<std::pair<std::string, Shape>> expect{{"layers.0.mixer.Wqkv.weight", {3 * D, D}},
-                                                          {"layers.0.mixer.Wqkv.bias", {3 * D}},
-                                                          {"layers.0.mixer.out_proj.weight", {D, D}},
-                                                          {"layers.0.mixer.out_proj.bias", {D}}};
-  for (size_t i = 0; i < p.size(); ++i) {
-    EXPECT_EQ(p[i].first, expect[i].first);
-    EXPECT_EQ(p[i].second.shape(), expect[i].second);
-    EXPECT_TRUE(p[i].second.requires_grad());
-    EXPECT_EQ(p[i].second.dtype(), DType::f32);
-  }
   auto stats = [](const Tensor& t, double& mean, double& sd) {
     double s = 0, s2 = 0;
     for (int64_t i = 0; i < t.numel(); ++i) s += t.item(i);
@@ -274,26 +160,19 @@ TEST(AttentionLayer, DropoutOnlyWhenTrainingAndSeeded) {
   Tensor a = layer.forward(x, true, g1);
   Tensor b = layer.forward(x, true, g2);
   EXPECT_EQ(g1.counter(), uint64_t(B * H * L * L));
-  EXPECT_TRUE(bit_equal(a, b));                          // same generator state, same mask
-  EXPECT_FALSE(bit_equal(a, layer.forward(x, true, g3)));  // another seed, another mask
-  EXPECT_FALSE(bit_equal(a, eval));
+  EXPECT_TRUE(same_values(a, b));                          // same generator state, same mask
+  EXPECT_FALSE(same_values(a, layer.forward(x, true, g3)));  // another seed, another mask
+  EXPECT_FALSE(same_values(a, eval));
   NamedTensors p = params_of(layer);
-  EXPECT_TRUE(close32(a, reference_attention_layer(x, p[0].second, p[1].second, p[2].second, p[3].second, H,
-                                                   RefAttentionDropout{0.4, 3, 0})));
+  EXPECT_TRUE(close32(a, reference_attention_forward(p, AttentionOptions{H, 0.4}, x, RefAttentionDropout{0.4, 3, 0})));
 }
 
-TEST(AttentionLayer, RejectsBadArguments) {
+// The option rules (the shared suite checks the inputs and states).
+TEST(AttentionLayer, RejectsBadOptions) {
   Generator gen(1);
   EXPECT_THROW(AttentionMixer(10, AttentionOptions{3, 0.0}, init_of(gen, DType::f32)), ShapeError);
   EXPECT_THROW(AttentionMixer(8, AttentionOptions{0, 0.0}, init_of(gen, DType::f32)), ShapeError);
   EXPECT_THROW(AttentionMixer(8, AttentionOptions{1, 1.0}, init_of(gen, DType::f32)), ShapeError);
-  AttentionMixer layer(8, AttentionOptions{2, 0.0}, init_of(gen, DType::f32));
-  EXPECT_THROW(layer.forward(Tensor::zeros({2, 3, 9}), false, gen), ShapeError);
-  EXPECT_THROW(layer.forward(Tensor::zeros({2, 3, 8}, DType::f64), false, gen), ShapeError);
-  auto state = layer.init_state(2);
-  EXPECT_THROW(layer.step(*state, Tensor::zeros({3, 8})), ShapeError);
-  MixerState other;
-  EXPECT_THROW(layer.step(other, Tensor::zeros({2, 8})), ShapeError);
 }
 
 }  // namespace

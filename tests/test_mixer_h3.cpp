@@ -1,6 +1,8 @@
-// H3 mixer (docs/mixers.md#h3): initialisation, float64 gradient checks of the whole layer,
-// the fused float32 ops against the plain-loop kernel-form reference (forward and
-// backward), parallel vs recurrent form, causality, determinism and shape errors.
+// H3 mixer (docs/mixers.md#h3), what is specific to it: the initialisation, the fused shift
+// and diagonal SSM ops against the plain-loop kernel-form reference (float32 and float64,
+// forward and backward, with the documented initial modes), and the option rules. The
+// layer's gradient check, twin, recurrent form, causality and determinism are the shared
+// suite's (tests/test_mixer_suite.cpp).
 //
 // Tolerance rule for float32 against the float64 reference: every element of a
 // result tensor must satisfy |got - ref| <= rtol * max|ref| (the tensor's own
@@ -9,10 +11,7 @@
 // rtol = 2e-5 for outputs and 5e-5 for gradients (sums over B*L more terms);
 // measured errors are 1e-7..8e-6. In float64 the same comparison holds to
 // 1e-11 (outputs) and 1e-10 (gradients): the recurrence and its backward are
-// exact, not approximations of the kernel form. The step-by-step recurrent form
-// must match the parallel form within 1e-5 of the output scale (float32) and
-// 1e-13 (float64). The float64 gradient checks test every element of every
-// parameter and of the input (no subset): ~2 s on one thread in total.
+// exact, not approximations of the kernel form.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -109,28 +108,6 @@ Stats stats(const Tensor& t) {
   return s;
 }
 
-TEST(H3Init, NamesShapesAndOrder) {
-  auto m = make_mixer(12, 8, 2, DType::f32, 1);
-  NamedTensors ps;
-  m->named_parameters("layers.0.mixer.", ps);
-  const std::vector<std::pair<std::string, Shape>> expect = {
-      {"q_proj.weight", {12, 12}}, {"q_proj.bias", {12}},      {"k_proj.weight", {12, 12}},
-      {"k_proj.bias", {12}},       {"v_proj.weight", {12, 12}}, {"v_proj.bias", {12}},
-      {"ssm_shift.B", {12, 8}},    {"ssm_shift.C", {12, 8}},    {"ssm_shift.D", {12}},
-      {"ssm_diag.log_dt", {6}},    {"ssm_diag.inv_A_real", {6, 4}}, {"ssm_diag.A_imag", {6, 4}},
-      {"ssm_diag.B", {6, 4, 2}},   {"ssm_diag.C", {6, 4, 2}},   {"ssm_diag.D", {6}},
-      {"out_proj.weight", {12, 12}}, {"out_proj.bias", {12}}};
-  ASSERT_EQ(ps.size(), expect.size());
-  for (size_t i = 0; i < ps.size(); ++i) {
-    EXPECT_EQ(ps[i].first, "layers.0.mixer." + expect[i].first);
-    EXPECT_EQ(ps[i].second.shape(), expect[i].second) << ps[i].first;
-    EXPECT_TRUE(ps[i].second.requires_grad()) << ps[i].first;
-    EXPECT_EQ(ps[i].second.dtype(), DType::f32);
-  }
-  EXPECT_EQ(m->state_size(0), 12 * 7 + 12 * 2 * 8);
-  EXPECT_EQ(m->state_size(1000), 12 * 7 + 12 * 2 * 8);
-}
-
 TEST(H3Init, Statistics) {
   const int64_t D = 128, N = 64, dh = 2, H = D / dh, Nh = N / 2, n_layers = 4;
   auto m = make_mixer(D, N, dh, DType::f32, 42, n_layers);
@@ -184,56 +161,17 @@ TEST(H3Init, Statistics) {
   for (auto& [name, t] : p) EXPECT_TRUE(allclose(t, p64[name], 1e-7, 1e-7)) << name;
 }
 
+// The option rules and the fused ops' shape checks (the shared suite checks the layer's
+// inputs and states).
 TEST(H3Init, RejectsBadOptionsAndShapes) {
   EXPECT_THROW(make_mixer(8, 7, 1, DType::f32, 1), ShapeError);   // odd d_state
   EXPECT_THROW(make_mixer(8, 8, 3, DType::f32, 1), ShapeError);   // head_dim does not divide D
   auto m = make_mixer(8, 4, 1, DType::f32, 1);
-  Generator g(1);
-  EXPECT_THROW(m->forward(Tensor::zeros({2, 5, 7}), false, g), ShapeError);
-  EXPECT_THROW(m->forward(Tensor::zeros({10, 8}), false, g), ShapeError);
-  auto st = m->init_state(2);
-  EXPECT_THROW(m->step(*st, Tensor::zeros({3, 8})), ShapeError);
   H3SsmParams p = m->ssm();
   EXPECT_THROW(h3_diag_mix(Tensor::zeros({1, 3, 8}), Tensor::zeros({1, 3, 8}), Tensor::zeros({1, 4, 8}), p),
                ShapeError);
   EXPECT_THROW(h3_shift_conv(Tensor::zeros({1, 3, 6}), p), ShapeError);
 }
-
-// ---------------------------------------------------------------------------
-// Float64 gradient check of the whole layer: every parameter and the input.
-// ---------------------------------------------------------------------------
-
-struct GradCase {
-  int64_t B, L, D, N, dh;
-};
-void PrintTo(const GradCase& c, std::ostream* os) {
-  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"D", double(c.D)},
-                                     {"N", double(c.N)}, {"dh", double(c.dh)}});
-}
-
-class H3GradCheck : public ::testing::TestWithParam<GradCase> {};
-
-TEST_P(H3GradCheck, LayerAllParametersAndInput) {
-  const GradCase c = GetParam();
-  auto m = make_mixer(c.D, c.N, c.dh, DType::f64, 11);
-  randomize(*m, 12);
-  NamedTensors ps;
-  m->named_parameters("", ps);
-  Generator gen(13);
-  std::vector<Tensor> inputs{rand_f64({c.B, c.L, c.D}, gen)};
-  for (auto& [name, t] : ps) inputs.push_back(t);
-  Generator dgen(0);
-  GradCheckOptions opt;
-  opt.atol = 1e-7;
-  opt.rtol = 1e-5;
-  EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return m->forward(in[0], true, dgen); }, inputs, opt));
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, H3GradCheck,
-                         ::testing::Values(GradCase{1, 1, 8, 8, 1}, GradCase{3, 1, 8, 4, 2}, GradCase{1, 7, 6, 8, 1},
-                                           GradCase{3, 7, 8, 8, 2}, GradCase{1, 67, 8, 4, 2},
-                                           GradCase{3, 67, 6, 8, 1}, GradCase{3, 67, 8, 8, 2}),
-                         ::testing::PrintToStringParamName());
 
 // ---------------------------------------------------------------------------
 // Fused ops against the kernel-form reference.
@@ -301,167 +239,5 @@ INSTANTIATE_TEST_SUITE_P(Shapes, H3FusedVsReference,
                                            OpCase{2, 5, 7, 64, 1}, OpCase{2, 300, 32, 64, 2, true},
                                            OpCase{1, 257, 16, 64, 1, true}, OpCase{2, 40, 16, 8, 4}),
                          ::testing::PrintToStringParamName());
-
-TEST(H3Layer, Float32ForwardMatchesReference) {
-  for (int64_t dh : {1, 2}) {
-    auto m = make_mixer(12, 16, dh, DType::f32, 31);
-    randomize(*m, 32);
-    NamedTensors ps;
-    m->named_parameters("", ps);
-    Generator gen(33), dg(0);
-    Tensor x = rand_f32({2, 150, 12}, gen);
-    Tensor y;
-    {
-      NoGradGuard ng;
-      y = m->forward(x, false, dg);
-    }
-    EXPECT_TRUE(close_to_scale(y, ref_h3_layer_forward(x, ps, dh), 2e-5, "layer forward")) << "head_dim " << dh;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Parallel vs recurrent, causality, determinism.
-// ---------------------------------------------------------------------------
-
-struct StepCase {
-  int64_t B, L, D, N, dh;
-  DType dt;
-};
-void PrintTo(const StepCase& c, std::ostream* os) {
-  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)}, {"D", double(c.D)},
-                                     {"N", double(c.N)}, {"dh", double(c.dh)}}) << (c.dt == DType::f64 ? "_f64" : "_f32");
-}
-
-class H3Recurrent : public ::testing::TestWithParam<StepCase> {};
-
-TEST_P(H3Recurrent, StepMatchesParallel) {
-  const StepCase c = GetParam();
-  auto m = make_mixer(c.D, c.N, c.dh, c.dt, 41);
-  randomize(*m, 42);
-  Generator gen(43), dg(0);
-  Tensor x = c.dt == DType::f64 ? rand_f64({c.B, c.L, c.D}, gen, -1, 1, false) : rand_f32({c.B, c.L, c.D}, gen);
-  Tensor y = m->forward(x, false, dg);
-  tape().clear();
-  auto st = m->init_state(c.B);
-  Tensor ys = Tensor::empty({c.B, c.L, c.D}, c.dt);
-  for (int64_t t = 0; t < c.L; ++t) {
-    Tensor xt = Tensor::empty({c.B, c.D}, c.dt);
-    for (int64_t b = 0; b < c.B; ++b)
-      for (int64_t d = 0; d < c.D; ++d) {
-        const int64_t src = (b * c.L + t) * c.D + d;
-        if (c.dt == DType::f64) xt.f64()[b * c.D + d] = x.f64()[src];
-        else xt.f32()[b * c.D + d] = x.f32()[src];
-      }
-    const size_t tape_before = tape().size();
-    Tensor yt = m->step(*st, xt);
-    ASSERT_EQ(tape().size(), tape_before) << "step recorded on the tape";
-    ASSERT_EQ(yt.shape(), (Shape{c.B, c.D}));
-    for (int64_t b = 0; b < c.B; ++b)
-      for (int64_t d = 0; d < c.D; ++d) {
-        const int64_t dst = (b * c.L + t) * c.D + d;
-        if (c.dt == DType::f64) ys.f64()[dst] = yt.f64()[b * c.D + d];
-        else ys.f32()[dst] = yt.f32()[b * c.D + d];
-      }
-  }
-  EXPECT_EQ(st->t, c.L);
-  EXPECT_TRUE(close_to_scale(ys, y, c.dt == DType::f64 ? 1e-13 : 1e-5, "step vs parallel"));
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, H3Recurrent,
-                         ::testing::Values(StepCase{2, 70, 8, 8, 1, DType::f32}, StepCase{3, 45, 8, 4, 2, DType::f32},
-                                           StepCase{1, 100, 32, 64, 1, DType::f32},
-                                           StepCase{2, 40, 12, 16, 2, DType::f64}),
-                         ::testing::PrintToStringParamName());
-
-TEST(H3Layer, Causal) {
-  for (int64_t dh : {1, 2}) {
-    auto m = make_mixer(8, 8, dh, DType::f32, 51);
-    randomize(*m, 52);
-    Generator gen(53), dg(0);
-    NoGradGuard ng;
-    Tensor x = rand_f32({2, 50, 8}, gen);
-    Tensor y = m->forward(x, false, dg);
-    for (int64_t t0 : {0, 17, 31, 32, 49}) {
-      Tensor x2 = x.clone();
-      for (int64_t d = 0; d < 8; ++d) x2.f32()[(1 * 50 + t0) * 8 + d] += 0.5f;
-      Tensor y2 = m->forward(x2, false, dg);
-      bool changed_at_t0 = false;
-      for (int64_t b = 0; b < 2; ++b)
-        for (int64_t t = 0; t < 50; ++t)
-          for (int64_t d = 0; d < 8; ++d) {
-            const int64_t i = (b * 50 + t) * 8 + d;
-            if (b == 0 || t < t0) {
-              ASSERT_EQ(y.f32()[i], y2.f32()[i]) << "b " << b << " t " << t << " t0 " << t0;
-            }
-            if (b == 1 && t == t0 && y.f32()[i] != y2.f32()[i]) changed_at_t0 = true;
-          }
-      EXPECT_TRUE(changed_at_t0) << "t0 " << t0;
-    }
-  }
-}
-
-TEST(H3Layer, DeterministicGradientsAndSkipsUnneededInputs) {
-  auto m = make_mixer(16, 8, 2, DType::f32, 61);
-  randomize(*m, 62);
-  NamedTensors ps;
-  m->named_parameters("", ps);
-  Generator gen(63), dg(0);
-  Tensor x = rand_f32({2, 80, 16}, gen, -1, 1, true);
-  Tensor r = rand_f64({2, 80, 16}, gen, -1, 1, false);
-  std::vector<std::vector<float>> first;
-  for (int rep = 0; rep < 2; ++rep) {
-    x.zero_grad();
-    for (auto& [n, t] : ps) t.zero_grad();
-    backward(weighted_sum(m->forward(x, true, dg), r));
-    std::vector<std::vector<float>> grads{x.grad().to_f32_vector()};
-    for (auto& [n, t] : ps) grads.push_back(t.grad().to_f32_vector());
-    if (rep == 0) {
-      first = grads;
-    } else {
-      EXPECT_EQ(first, grads);
-    }
-  }
-  // An input that needs no gradient gets none; the parameters still do.
-  Tensor x2 = rand_f32({1, 9, 16}, gen);
-  for (auto& [n, t] : ps) t.zero_grad();
-  backward(weighted_sum(m->forward(x2, true, dg), rand_f64({1, 9, 16}, gen, -1, 1, false)));
-  EXPECT_FALSE(x2.grad().defined());
-  for (auto& [n, t] : ps) EXPECT_TRUE(t.grad().defined()) << n;
-}
-
-}  // namespace
-
-namespace {
-
-// The fused ops give bit-identical results for any thread count: tasks are fixed
-// (batch, head group) and (batch, channel tile) units and every cross-task sum
-// runs in a fixed order after the parallel loop.
-TEST(H3Layer, FusedOpsIndependentOfThreadCount) {
-  auto m = make_mixer(32, 16, 2, DType::f32, 71);
-  randomize(*m, 72);
-  const H3SsmParams& p = m->ssm();
-  NamedTensors ps;
-  m->named_parameters("", ps);
-  Generator gen(73);
-  const Shape s{2, 100, 32};
-  Tensor q = rand_f32(s, gen, -1, 1, true), k = rand_f32(s, gen, -1, 1, true), v = rand_f32(s, gen, -1, 1, true);
-  Tensor r = rand_f64(s, gen, -1, 1, false);
-  std::vector<std::vector<float>> runs[2];
-  const int saved = omp_get_max_threads();
-  for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
-    for (Tensor* t : {&q, &k, &v}) t->zero_grad();
-    for (auto& [n, t] : ps) t.zero_grad();
-    Tensor kt = h3_shift_conv(k, p);
-    Tensor o = h3_diag_mix(q, kt, v, p);
-    backward(weighted_sum(o, r));
-    auto& out = runs[threads - 1];
-    out = {o.to_f32_vector(), q.grad().to_f32_vector(), k.grad().to_f32_vector(), v.grad().to_f32_vector()};
-    for (auto& [n, t] : ps)
-      if (n.rfind("ssm_", 0) == 0) out.push_back(t.grad().to_f32_vector());
-  }
-  omp_set_num_threads(saved);
-  EXPECT_EQ(runs[0], runs[1]);
-}
 
 }  // namespace

@@ -1,14 +1,16 @@
-// The mamba mixer (docs/mixers.md#mamba): the fused ops (conv + silu, dt_proj on columns, the
-// selective scan) and the whole layer.
+// The mamba mixer (docs/mixers.md#mamba), what is specific to it: the fused ops (conv + silu,
+// dt_proj on columns, the selective scan) and the layer's own rules.
 //
 // - float64 finite-difference gradient checks of each fused op (table-driven over
-//   awkward shapes and chunk lengths) and of the layer over every parameter and the
-//   input at L = 1, 7, 67 and B = 1, 3;
-// - float32 fused kernels against the plain-loop double twin
+//   awkward shapes and chunk lengths);
+// - the float32 fused kernels against the plain-loop double twin
 //   (tests/support/reference_mamba.*) forward and backward at L = 300, with channel
-//   counts that leave partial sub-blocks and several channel groups;
-// - the recurrent step against the parallel form, causality, determinism,
-//   initialisation statistics, names and shapes.
+//   counts that leave partial sub-blocks and several channel groups; the chunk length
+//   and the thread count (three channel groups on 1, 2 and 3 threads) change nothing;
+// - the exp/softplus approximations, dt_rank "auto", the state tensors, the
+//   initialisation and the option rules.
+// The layer's gradient check, twin, recurrent form, causality and determinism are the
+// shared suite's (tests/test_mixer_suite.cpp).
 //
 // Tolerance rule for float32 against the double twin: element i passes when
 //   |f32_i - ref_i| <= rtol * (|ref_i| + rms(ref))
@@ -66,17 +68,6 @@ Vec rand_vec(int64_t n, Generator& gen, double lo, double hi) {
   if (worst > 1.0)
     return ::testing::AssertionFailure() << what << ": element " << wi << " is " << got.item(wi) << ", reference "
                                          << ref[wi] << " (" << worst << " x tolerance, rms " << rms << ")";
-  return ::testing::AssertionSuccess();
-}
-
-// Bit-for-bit equality (allclose with zero tolerances divides 0 by 0).
-::testing::AssertionResult bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype())
-    return ::testing::AssertionFailure() << "shapes or dtypes differ: " << shape_str(a.shape()) << " vs "
-                                         << shape_str(b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a.item(i) << " vs " << b.item(i);
   return ::testing::AssertionSuccess();
 }
 
@@ -260,8 +251,8 @@ TEST(SelectiveScan, SkipsInputsThatNeedNoGradientWithSameResult) {
   some.A_log.set_requires_grad(true);
   some.bc.set_requires_grad(true);
   backward_weighted(run_scan({some.u, some.dr, some.A_log, some.bc, some.D, some.zs}, o, c.chunk), dout);
-  EXPECT_TRUE(bitwise_equal(some.A_log.grad(), all.A_log.grad()));
-  EXPECT_TRUE(bitwise_equal(some.bc.grad(), all.bc.grad()));
+  EXPECT_TRUE(same_values(some.A_log.grad(), all.A_log.grad()));
+  EXPECT_TRUE(same_values(some.bc.grad(), all.bc.grad()));
   EXPECT_FALSE(some.u.grad().defined());
   EXPECT_FALSE(some.zs.grad().defined());
 }
@@ -277,7 +268,7 @@ TEST(SelectiveScan, ChunkLengthDoesNotChangeTheResult) {
     const ScanTensors t = scan_tensors(o, DType::f32, true);
     Tensor out = run_scan({t.u, t.dr, t.A_log, t.bc, t.D, t.zs}, o, chunk);
     if (!out_first.defined()) out_first = out.detach();
-    EXPECT_TRUE(bitwise_equal(out, out_first)) << "chunk " << chunk;  // the forward never depends on it
+    EXPECT_TRUE(same_values(out, out_first)) << "chunk " << chunk;  // the forward never depends on it
     backward_weighted(out, dout);
     if (grads.empty()) {
       grads = {t.u.grad(), t.dr.grad(), t.A_log.grad(), t.bc.grad(), t.D.grad(), t.zs.grad()};
@@ -316,7 +307,7 @@ TEST(SelectiveScan, ScanAndConvIndependentOfThreadCount) {
   omp_set_num_threads(threads);
   for (size_t r = 1; r < results.size(); ++r)
     for (size_t k = 0; k < results[0].size(); ++k)
-      EXPECT_TRUE(bitwise_equal(results[r][k], results[0][k])) << "threads run " << r << ", tensor " << k;
+      EXPECT_TRUE(same_values(results[r][k], results[0][k])) << "threads run " << r << ", tensor " << k;
 }
 
 TEST(SelectiveScan, RejectsBadShapes) {
@@ -393,172 +384,14 @@ TEST(MambaLinearColumns, GradCheckFloat64) {
 
 // ---- the layer -----------------------------------------------------------------
 
-MambaOptions small_options(int64_t d_state = 4) {
-  MambaOptions o;
-  o.d_state = d_state;
-  return o;
-}
-
-struct LayerCase {
-  int64_t B, L;
-  int64_t d_model = 8, d_state = 4, d_conv = 4, dt_rank = 0, chunk = 64;
-};
-void PrintTo(const LayerCase& c, std::ostream* os) {
-  *os << seqmix::testing::case_name({{"B", double(c.B)}, {"L", double(c.L)},
-                                     {"D", double(c.d_model)}, {"N", double(c.d_state)}, {"conv", double(c.d_conv)}, {"R", double(c.dt_rank)}, {"chunk", double(c.chunk)}});
-}
-
-class MambaLayerGradCheck : public ::testing::TestWithParam<LayerCase> {};
-
-TEST_P(MambaLayerGradCheck, AllParametersAndInput) {
-  const LayerCase c = GetParam();
-  Generator init_gen(100);
-  MambaOptions opt = small_options(c.d_state);
-  opt.d_conv = c.d_conv;
-  opt.dt_rank = c.dt_rank;
-  MambaMixer m(c.d_model, opt, LayerInit{&init_gen, 2, DType::f64});
-  m.set_scan_chunk(c.chunk);
-  // Larger output weights than the scaled init, so every path carries signal well
-  // above the finite-difference noise.
-  Generator gen(7);
-  for (int64_t i = 0; i < m.out_proj_weight.numel(); ++i) m.out_proj_weight.f64()[i] = gen.uniform(-0.5, 0.5);
-  for (int64_t i = 0; i < m.x_proj_weight.numel(); ++i) m.x_proj_weight.f64()[i] = gen.uniform(-0.5, 0.5);
-  for (int64_t i = 0; i < m.in_proj_weight.numel(); ++i) m.in_proj_weight.f64()[i] = gen.uniform(-0.5, 0.5);
-  Tensor x = rand_f64({c.B, c.L, c.d_model}, gen);
-  NamedTensors params;
-  m.named_parameters("", params);
-  std::vector<Tensor> inputs{x};
-  for (auto& [name, p] : params) inputs.push_back(p);
-  Generator unused(0);
-  EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return m.forward(in[0], true, unused); }, inputs));
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, MambaLayerGradCheck,
-    ::testing::Values(LayerCase{1, 1}, LayerCase{3, 1}, LayerCase{1, 7}, LayerCase{3, 7}, LayerCase{1, 67},
-                      LayerCase{3, 67},
-                      // D 12 (E 24), N 3, d_conv 3, dt_rank 3, chunks of 5 steps over 23;
-                      // D 5, N 2, d_conv 1 (no conv history), chunks of 4
-                      LayerCase{2, 23, 12, 3, 3, 3, 5}, LayerCase{1, 9, 5, 2, 1, 0, 4}),
-                         ::testing::PrintToStringParamName());
-
-MambaMixer make_f32_layer(int64_t d_model, int64_t d_state, uint64_t seed) {
-  Generator init_gen(seed);
-  return MambaMixer(d_model, small_options(d_state), LayerInit{&init_gen, 2, DType::f32});
-}
-
-TEST(MambaLayer, Float32MatchesReferenceForwardAndBackward) {
-  // D = 37: E = 74 (two channel groups, a partial sub-block), R = 3, N = 16; L = 300
-  // spans five chunks.
-  const int64_t B = 2, L = 300, Dm = 37;
-  MambaMixer m = make_f32_layer(Dm, 16, 200);
-  Generator gen(8);
-  // Projections larger than their init, so that x, z and delta range over the
-  // nonlinear parts of silu and softplus.
-  for (Tensor* w : {&m.in_proj_weight, &m.x_proj_weight, &m.out_proj_weight})
-    for (int64_t i = 0; i < w->numel(); ++i) w->f32()[i] = static_cast<float>(gen.uniform(-0.3, 0.3));
-  const Vec xv = rand_vec(B * L * Dm, gen, -1, 1), dv = rand_vec(B * L * Dm, gen, -1, 1);
-  Tensor x = from_vec(xv, {B, L, Dm}, DType::f32, true);
-  Generator unused(0);
-  tape().clear();
-  Tensor y = m.forward(x, true, unused);
-  const RefMambaParams p = ref_params_from(m);
-  EXPECT_TRUE(close_to_ref(y, ref_mamba_forward(p, xv, B, L), 1e-5, "out"));
-  backward_weighted(y, from_vec(dv, y.shape(), DType::f32));
-  const RefMambaGrads g = ref_mamba_backward(p, xv, B, L, dv);
-  EXPECT_TRUE(close_to_ref(x.grad(), g.x, 1e-5, "dx"));
-  NamedTensors params;
-  m.named_parameters("", params);
-  ASSERT_EQ(params.size(), g.params.size());
-  for (size_t k = 0; k < params.size(); ++k)
-    EXPECT_TRUE(close_to_ref(params[k].second.grad(), g.params[k], 1e-5, params[k].first.c_str()));
-}
-
-TEST(MambaLayer, RecurrentStepMatchesParallelForm) {
-  for (int64_t d_conv : {4, 1}) {
-    const int64_t B = 2, L = 50, Dm = 12;
-    Generator init_gen(300);
-    MambaOptions opt = small_options(16);
-    opt.d_conv = d_conv;
-    MambaMixer m(Dm, opt, LayerInit{&init_gen, 2, DType::f32});
-    Generator gen(9);
-    Tensor x = rand_f32({B, L, Dm}, gen, -1, 1);
-    Tensor y;
-    {
-      NoGradGuard ng;
-      Generator unused(0);
-      y = m.forward(x, false, unused);
-    }
-    auto state = m.init_state(B);
-    const size_t tape_before = tape().size();
-    Tensor ys = Tensor::empty({B, L, Dm});
-    for (int64_t t = 0; t < L; ++t) {
-      Tensor xt = Tensor::empty({B, Dm});
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t k = 0; k < Dm; ++k) xt.f32()[b * Dm + k] = x.f32()[(b * L + t) * Dm + k];
-      Tensor yt = m.step(*state, xt);
-      ASSERT_EQ(yt.shape(), (Shape{B, Dm}));
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t k = 0; k < Dm; ++k) ys.f32()[(b * L + t) * Dm + k] = yt.f32()[b * Dm + k];
-    }
-    EXPECT_EQ(tape().size(), tape_before) << "step recorded on the tape";
-    EXPECT_EQ(state->t, L);
-    // The step repeats the parallel kernels' arithmetic operation for operation; only
-    // the GEMMs (one row vs B*L rows) may sum in another order, so the two agree to
-    // float32 rounding (with this oneDNN build they agree bit for bit).
-    double scale = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) scale = std::max(scale, std::fabs(y.item(i)));
-    EXPECT_TRUE(allclose(ys, y, 1e-5, 1e-6 * scale)) << "d_conv " << d_conv;
-  }
-}
-
-TEST(MambaLayer, BackwardIsBitIdenticalFromRunToRun) {
-  const int64_t B = 3, L = 130, Dm = 37;
-  MambaMixer m = make_f32_layer(Dm, 16, 500);
-  Generator gen(11);
-  Tensor x = rand_f32({B, L, Dm}, gen, -1, 1, true);
-  Tensor dy = rand_f32({B, L, Dm}, gen, -1, 1);
-  NamedTensors params;
-  m.named_parameters("", params);
-  std::vector<Tensor> first;
-  for (int run = 0; run < 2; ++run) {
-    x.zero_grad();
-    for (auto& [n, p] : params) p.zero_grad();
-    Generator unused(0);
-    backward_weighted(m.forward(x, true, unused), dy);
-    std::vector<Tensor> now{x.grad().clone()};
-    for (auto& [n, p] : params) now.push_back(p.grad().clone());
-    if (run == 0) {
-      first = now;
-    } else {
-      for (size_t k = 0; k < now.size(); ++k) EXPECT_TRUE(bitwise_equal(now[k], first[k])) << k;
-    }
-  }
-}
-
-TEST(MambaLayer, NamesShapesAndStateSize) {
+// dt_rank "auto" and the state tensors (names, shapes and the state size are the shared
+// suite's, tests/test_mixer_suite.cpp).
+TEST(MambaLayer, DtRankAndStateTensors) {
   Generator gen(1);
   MambaOptions opt;  // documented defaults: N 16, d_conv 4, expand 2, dt_rank auto
   MambaMixer m(40, opt, LayerInit{&gen, 1, DType::f32});
   const int64_t E = 80, N = 16, R = 3, K = 4;  // R = ceil(40/16)
   EXPECT_EQ(m.dt_rank(), R);
-  NamedTensors params;
-  m.named_parameters("layers.1.mixer.", params);
-  const std::vector<std::pair<std::string, Shape>> expect{
-      {"layers.1.mixer.in_proj.weight", {2 * E, 40}}, {"layers.1.mixer.conv1d.weight", {E, 1, K}},
-      {"layers.1.mixer.conv1d.bias", {E}},            {"layers.1.mixer.x_proj.weight", {R + 2 * N, E}},
-      {"layers.1.mixer.dt_proj.weight", {E, R}},      {"layers.1.mixer.dt_proj.bias", {E}},
-      {"layers.1.mixer.A_log", {E, N}},               {"layers.1.mixer.D", {E}},
-      {"layers.1.mixer.out_proj.weight", {40, E}}};
-  ASSERT_EQ(params.size(), expect.size());
-  for (size_t k = 0; k < expect.size(); ++k) {
-    EXPECT_EQ(params[k].first, expect[k].first);
-    EXPECT_EQ(params[k].second.shape(), expect[k].second) << expect[k].first;
-    EXPECT_TRUE(params[k].second.requires_grad());
-    EXPECT_EQ(params[k].second.dtype(), DType::f32);
-  }
-  EXPECT_EQ(m.state_size(0), E * (K - 1) + E * N);
-  EXPECT_EQ(m.state_size(100000), E * (K - 1) + E * N);
   auto st = m.init_state(3);
   auto* ms = dynamic_cast<MambaState*>(st.get());
   ASSERT_NE(ms, nullptr);
@@ -575,7 +408,8 @@ TEST(MambaLayer, NamesShapesAndStateSize) {
   EXPECT_EQ(MambaMixer(40, r5, LayerInit{&g3, 1, DType::f32}).dt_rank(), 5);
 }
 
-TEST(MambaLayer, RejectsBadOptionsAndInputs) {
+// The option rules (the shared suite checks the inputs and states).
+TEST(MambaLayer, RejectsBadOptions) {
   Generator gen(1);
   const LayerInit init{&gen, 1, DType::f32};
   MambaOptions o;
@@ -584,12 +418,6 @@ TEST(MambaLayer, RejectsBadOptionsAndInputs) {
   o = MambaOptions();
   o.dt_min = 0.2;  // > dt_max
   EXPECT_THROW(MambaMixer(8, o, init), ShapeError);
-  MambaMixer m(8, MambaOptions(), init);
-  Generator unused(0);
-  EXPECT_THROW(m.forward(Tensor::zeros({2, 3, 9}), false, unused), ShapeError);
-  EXPECT_THROW(m.forward(Tensor::zeros({2, 3, 8}, DType::f64), false, unused), ShapeError);
-  auto st = m.init_state(2);
-  EXPECT_THROW(m.step(*st, Tensor::zeros({3, 8})), ShapeError);
 }
 
 // ---- initialisation --------------------------------------------------------------
@@ -649,8 +477,8 @@ TEST(MambaInit, FollowsSpec) {
   // The same seed gives the same parameters in float64 (the gradient checks' layer).
   Generator gen2(2024);
   MambaMixer m64(Dm, opt, LayerInit{&gen2, n_layers, DType::f64});
-  EXPECT_TRUE(bitwise_equal(m64.dt_proj_bias.to(DType::f32), m.dt_proj_bias));
-  EXPECT_TRUE(bitwise_equal(m64.out_proj_weight.to(DType::f32), m.out_proj_weight));
+  EXPECT_TRUE(same_values(m64.dt_proj_bias.to(DType::f32), m.dt_proj_bias));
+  EXPECT_TRUE(same_values(m64.out_proj_weight.to(DType::f32), m.out_proj_weight));
 }
 
 TEST(MambaInit, DtFloor) {

@@ -1,5 +1,5 @@
 // Pointwise ops and reductions: binary ops with trailing broadcasting, scale, the
-// unary ops, sum/mean/sum_last/mean_last.
+// unary ops, sum/mean.
 // - float64 finite-difference gradient checks, one table row per op, at awkward shapes;
 // - float32 kernels against naive plain loops in double, forward and backward, at
 //   sizes large enough to take the OpenMP paths;
@@ -15,6 +15,7 @@
 
 #include "core/ops.h"
 #include "core/tape.h"
+#include "tests/support/case_names.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/op_testing.h"
 
@@ -23,28 +24,8 @@ using namespace seqmix::testing;
 
 namespace {
 
-const std::vector<Shape> kShapes = {{1}, {7}, {3, 5}, {2, 3, 17}};
+const std::vector<Shape>& kShapes = kAwkwardShapes;
 
-std::string shape_name(const Shape& s) {
-  std::string n = "s";
-  for (int64_t d : s) n += "_" + std::to_string(d);
-  return n;
-}
-
-
-// Exact equality of every element (float32 widens to double exactly).
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i)) return false;
-  return true;
-}
-
-// Restores the OpenMP thread count when a test that changes it ends.
-struct ThreadCountGuard {
-  int saved = omp_get_max_threads();
-  ~ThreadCountGuard() { omp_set_num_threads(saved); }
-};
 
 // ---------------------------------------------------------------------------
 // Unary ops: the table. Naive forms are written from the textbook definitions in
@@ -61,13 +42,13 @@ struct UnaryCase {
   double (*df)(double);
   double lo, hi;
 };
+// ctest lists a case by its printed parameter: the name, not the struct's bytes.
+void PrintTo(const UnaryCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<UnaryCase> unary_cases() {
   return {
       {"exp", seqmix::exp, [](double x) { return std::exp(x); }, [](double x) { return std::exp(x); }, -2, 2},
       {"log", seqmix::log, [](double x) { return std::log(x); }, [](double x) { return 1 / x; }, 0.2, 3},
-      {"tanh", seqmix::tanh, [](double x) { return std::tanh(x); },
-       [](double x) { return 1 / (std::cosh(x) * std::cosh(x)); }, -3, 3},
       {"sigmoid", seqmix::sigmoid, sigmoid_ref, [](double x) { return sigmoid_ref(x) * (1 - sigmoid_ref(x)); }, -6, 6},
       {"silu", seqmix::silu, [](double x) { return x * sigmoid_ref(x); },
        [](double x) { return sigmoid_ref(x) + x * sigmoid_ref(x) * (1 - sigmoid_ref(x)); }, -5, 5},
@@ -105,14 +86,15 @@ TEST_P(UnaryNaive, Float32MatchesPlainLoops) {
   Tensor x = rand_f32(shape, gen, c.lo, c.hi, true);
   Tensor y = c.op(x);
   Tensor gy = rand_f32(shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   Tensor y_ref = Tensor::empty(shape), dx_ref = Tensor::empty(shape);
   for (int64_t i = 0; i < x.numel(); ++i) {
     y_ref.f32()[i] = static_cast<float>(c.f(x.f32()[i]));
     dx_ref.f32()[i] = static_cast<float>(gy.f32()[i] * c.df(x.f32()[i]));
   }
   EXPECT_TRUE(allclose(y, y_ref, 2e-6, 1e-6)) << c.name;
-  // tanh's 1 - y^2 loses digits as |y| -> 1 in float32; hence the absolute term.
+  // An output-saving derivative (sigmoid's y (1 - y)) loses digits as y -> 1 in float32;
+  // hence the absolute term.
   EXPECT_TRUE(allclose(x.grad(), dx_ref, 1e-5, 2e-6)) << c.name;
 }
 
@@ -140,7 +122,7 @@ TEST(Unary, ExtremeInputsStayFinite) {
     x.zero_grad();
     Tensor y = e.op(x);
     Tensor ones = Tensor::full({6}, 1.0, DType::f64);
-    backprop_with(y, ones);
+    backward_weighted(y, ones);
     for (int64_t i = 0; i < 6; ++i) {
       EXPECT_TRUE(std::isfinite(y.item(i)) && std::isfinite(x.grad().item(i))) << i;
       EXPECT_NEAR(y.item(i), e.y[i], 1e-12 * (1 + std::fabs(e.y[i]))) << i;
@@ -160,8 +142,9 @@ struct BinaryCase {
   double (*f)(double, double);
   double (*da)(double, double);  // d out / d a
   double (*db)(double, double);  // d out / d b
-  double b_lo, b_hi;             // div: b positive and away from 0
+  double b_lo, b_hi;             // the range of b
 };
+void PrintTo(const BinaryCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<BinaryCase> binary_cases() {
   return {
@@ -169,10 +152,6 @@ std::vector<BinaryCase> binary_cases() {
        [](double, double) { return 1.0; }, -1, 1},
       {"sub", seqmix::sub, [](double a, double b) { return a - b; }, [](double, double) { return 1.0; },
        [](double, double) { return -1.0; }, -1, 1},
-      {"mul", seqmix::mul, [](double a, double b) { return a * b; }, [](double, double b) { return b; },
-       [](double a, double) { return a; }, -1, 1},
-      {"div", seqmix::div, [](double a, double b) { return a / b; }, [](double, double b) { return 1 / b; },
-       [](double a, double b) { return -a / (b * b); }, 0.5, 2},
   };
 }
 
@@ -181,6 +160,7 @@ struct ShapePair {
 };
 
 std::string pair_name(const ShapePair& p) { return "a" + shape_name(p.a) + "_b" + shape_name(p.b); }
+void PrintTo(const ShapePair& p, std::ostream* os) { *os << pair_name(p); }
 
 // Equal awkward shapes, b a trailing suffix of a, a a trailing suffix of b, a scalar.
 const std::vector<ShapePair> kGradPairs = {
@@ -213,7 +193,7 @@ TEST_P(BinaryNaive, Float32MatchesPlainLoops) {
   const Shape out_shape = a.numel() >= b.numel() ? p.a : p.b;
   ASSERT_EQ(y.shape(), out_shape);
   Tensor gy = rand_f32(out_shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
 
   // The smaller operand repeats with period n over the output.
   const int64_t total = shape_numel(out_shape);
@@ -246,18 +226,18 @@ INSTANTIATE_TEST_SUITE_P(Ops, BinaryNaive,
 TEST(Binary, SameTensorAsBothOperands) {
   Generator gen(23);
   Tensor x = rand_f64({3, 7}, gen, 0.5, 2);
-  for (auto op : {seqmix::add, seqmix::sub, seqmix::mul, seqmix::div})
+  for (auto op : {seqmix::add, seqmix::sub})
     EXPECT_TRUE(gradcheck([op](const std::vector<Tensor>& in) { return op(in[0], in[0]); }, {x}));
 }
 
 TEST(Binary, SkipsOperandThatNeedsNoGradient) {
   Generator gen(24);
   Tensor a = rand_f64({4, 5}, gen), b = rand_f64({5}, gen, -1, 1, false);
-  Tensor y = mul(a, b);
-  backprop_with(y, Tensor::full({4, 5}, 1.0, DType::f64));
+  Tensor y = sub(a, b);
+  backward_weighted(y, Tensor::full({4, 5}, 1.0, DType::f64));
   ASSERT_TRUE(a.grad().defined());
   EXPECT_FALSE(b.grad().defined());
-  for (int64_t i = 0; i < 20; ++i) EXPECT_EQ(a.grad().item(i), b.item(i % 5));
+  for (int64_t i = 0; i < 20; ++i) EXPECT_EQ(a.grad().item(i), 1.0);
   {
     NoGradGuard ng;
     Tensor z = add(a, b);
@@ -282,11 +262,11 @@ TEST(Binary, MismatchedBroadcastThrowsNamingTheOp) {
       }
     }
   EXPECT_THROW(add(Tensor::zeros({3}), Tensor::zeros({3}, DType::f64)), ShapeError);
-  EXPECT_THROW(mul(Tensor::zeros({3}, DType::i32), Tensor::zeros({3}, DType::i32)), ShapeError);
+  EXPECT_THROW(sub(Tensor::zeros({3}, DType::i32), Tensor::zeros({3}, DType::i32)), ShapeError);
 }
 
 TEST(Binary, BroadcastGradientIsIdenticalForAnyThreadCount) {
-  ThreadCountGuard guard;
+  ThreadCount guard(omp_get_max_threads());
   Generator gen(25);
   Tensor a = rand_f32({97, 403}, gen, -1, 1, true), b = rand_f32({403}, gen, -1, 1, true);
   Tensor gy = rand_f32({97, 403}, gen);
@@ -294,11 +274,11 @@ TEST(Binary, BroadcastGradientIsIdenticalForAnyThreadCount) {
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     b.zero_grad();
-    backprop_with(mul(a, b), gy);
+    backward_weighted(sub(a, b), gy);
     db.push_back(b.grad().clone());
   }
-  EXPECT_TRUE(bitwise_equal(db[0], db[1]));
-  EXPECT_TRUE(bitwise_equal(db[0], db[2]));
+  EXPECT_TRUE(same_values(db[0], db[1]));
+  EXPECT_TRUE(same_values(db[0], db[2]));
 }
 
 TEST(Scale, GradCheckAndNaive) {
@@ -310,7 +290,7 @@ TEST(Scale, GradCheckAndNaive) {
   Tensor x = rand_f32({40, 500}, gen, -1, 1, true);
   Tensor y = scale(x, 0.3);
   Tensor gy = rand_f32({40, 500}, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   for (int64_t i = 0; i < x.numel(); ++i) {
     ASSERT_EQ(y.f32()[i], 0.3f * x.f32()[i]);
     ASSERT_EQ(x.grad().f32()[i], 0.3f * gy.f32()[i]);
@@ -323,14 +303,12 @@ TEST(Scale, GradCheckAndNaive) {
 struct ReduceCase {
   const char* name;
   Tensor (*op)(const Tensor&);
-  bool last_axis, average;
+  bool average;
 };
+void PrintTo(const ReduceCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<ReduceCase> reduce_cases() {
-  return {{"sum", seqmix::sum, false, false},
-          {"mean", seqmix::mean, false, true},
-          {"sum_last", seqmix::sum_last, true, false},
-          {"mean_last", seqmix::mean_last, true, true}};
+  return {{"sum", seqmix::sum, false}, {"mean", seqmix::mean, true}};
 }
 
 class ReduceGrad : public ::testing::TestWithParam<std::tuple<ReduceCase, Shape>> {};
@@ -355,12 +333,11 @@ TEST_P(ReduceNaive, Float32MatchesPlainLoops) {
   Generator gen(32);
   Tensor x = rand_f32(shape, gen, -1, 1, true);
   Tensor y = c.op(x);
-  const int64_t D = c.last_axis ? shape.back() : x.numel();
-  const int64_t rows = x.numel() / D;
-  const Shape out_shape = c.last_axis ? Shape(shape.begin(), shape.end() - 1) : Shape{};
+  const int64_t D = x.numel(), rows = 1;
+  const Shape out_shape{};
   ASSERT_EQ(y.shape(), out_shape);
   Tensor gy = rand_f32(out_shape, gen);
-  backprop_with(y, gy);
+  backward_weighted(y, gy);
   Tensor y_ref = Tensor::empty(out_shape), dx_ref = Tensor::empty(shape);
   const double factor = c.average ? 1.0 / D : 1.0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -384,7 +361,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, ReduceNaive,
                          });
 
 TEST(Reduce, FullSumIsIdenticalForAnyThreadCount) {
-  ThreadCountGuard guard;
+  ThreadCount guard(omp_get_max_threads());
   Generator gen(33);
   Tensor x = rand_f32({300001}, gen, -1, 1);
   omp_set_num_threads(1);
@@ -393,17 +370,14 @@ TEST(Reduce, FullSumIsIdenticalForAnyThreadCount) {
   const Tensor s2 = sum(x);
   omp_set_num_threads(3);
   const Tensor s3 = sum(x);
-  EXPECT_TRUE(bitwise_equal(s1, s2));
-  EXPECT_TRUE(bitwise_equal(s1, s3));
+  EXPECT_TRUE(same_values(s1, s2));
+  EXPECT_TRUE(same_values(s1, s3));
 }
 
 TEST(Reduce, EdgeCasesAndErrors) {
   EXPECT_EQ(sum(Tensor::full({}, 2.5)).item(), 2.5);
   EXPECT_EQ(sum(Tensor::zeros({0, 3})).item(), 0.0);
-  EXPECT_EQ(sum_last(Tensor::zeros({4, 0})).shape(), Shape({4}));
   EXPECT_THROW(mean(Tensor::zeros({0})), ShapeError);
-  EXPECT_THROW(mean_last(Tensor::zeros({2, 0})), ShapeError);
-  EXPECT_THROW(sum_last(Tensor::zeros({})), ShapeError);
   EXPECT_THROW(sum(Tensor::zeros({3}, DType::i32)), ShapeError);
 }
 

@@ -9,20 +9,19 @@
 #include <cstring>
 #include <map>
 
+#include "tests/support/file_testing.h"
+#include "tests/support/op_testing.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
 using namespace seqmix;
+using seqmix::testing::same_values;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("seqmix_train_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return seqmix::testing::scratch_dir("train", name, /*create=*/false); }
 
 // Tiny MQAR: 16 tokens, 2 key-value pairs, 32 symbols. Attention with learned
 // positions leaves the usual MQAR plateau after a few hundred steps.
@@ -129,15 +128,6 @@ TEST(Train, NonFiniteLossStopsWithAClearMessage) {
 
 NamedTensors final_params(const fs::path& dir) { return read_checkpoint((dir / "checkpoint.h5").string()).params; }
 
-bool bit_identical(const NamedTensors& a, const NamedTensors& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].first != b[i].first || a[i].second.shape() != b[i].second.shape()) return false;
-    if (std::memcmp(a[i].second.f32(), b[i].second.f32(), sizeof(float) * a[i].second.numel()) != 0) return false;
-  }
-  return true;
-}
-
 TEST(Train, ResumeFromAPeriodicCheckpointIsBitIdentical) {
   for (const char* mixer : {"attention", "mamba"}) {
     // Dropout on, so that the resumed run must also restore the dropout stream.
@@ -158,7 +148,7 @@ TEST(Train, ResumeFromAPeriodicCheckpointIsBitIdentical) {
       const int64_t saved = read_checkpoint((b / "checkpoint.h5").string()).train_u64.at("step");
       EXPECT_EQ(saved, crash_at / 15 * 15);
       Trainer::resume(b.string())->run();
-      EXPECT_TRUE(bit_identical(final_params(a), final_params(b))) << mixer << ", crash after step " << crash_at;
+      EXPECT_TRUE(same_values(final_params(a), final_params(b))) << mixer << ", crash after step " << crash_at;
     }
     fs::remove_all(a);
     fs::remove_all(b);

@@ -12,20 +12,19 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/file_testing.h"
+#include "tests/support/op_testing.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
 using namespace seqmix;
+using seqmix::testing::same_values;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("seqmix_faults_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return seqmix::testing::scratch_dir("faults", name, /*create=*/false); }
 
 const char* kTiny = R"(
 model:
@@ -134,15 +133,6 @@ TEST(TrainFaults, ResumeRefusesOverridesThatChangeTheModelOrData) {
 
 NamedTensors params_of(const fs::path& dir) { return read_checkpoint((dir / "checkpoint.h5").string()).params; }
 
-bool bit_identical(const NamedTensors& a, const NamedTensors& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].first != b[i].first ||
-        std::memcmp(a[i].second.f32(), b[i].second.f32(), sizeof(float) * a[i].second.numel()) != 0)
-      return false;
-  return true;
-}
-
 // metrics.jsonl without the timing fields, which differ between any two runs.
 std::vector<std::string> metrics_of(const fs::path& dir) {
   std::vector<std::string> out;
@@ -167,7 +157,7 @@ TEST(TrainFaults, MetricsAfterAResumeEqualThoseOfAnUninterruptedRun) {
     Trainer(cfg, b.string()).run(crash_at);
     Trainer::resume(b.string())->run();
     EXPECT_EQ(metrics_of(a), metrics_of(b)) << "crash after step " << crash_at;
-    EXPECT_TRUE(bit_identical(params_of(a), params_of(b))) << "crash after step " << crash_at;
+    EXPECT_TRUE(same_values(params_of(a), params_of(b))) << "crash after step " << crash_at;
   }
   fs::remove_all(a);
   fs::remove_all(b);
@@ -192,7 +182,7 @@ TEST(TrainFaults, AStopSignalWritesACheckpointThatResumesExactly) {
   EXPECT_EQ(read_checkpoint((b / "checkpoint.h5").string()).train_u64.at("finished"), 0u);
   TrainResult rest = Trainer::resume(b.string())->run();
   EXPECT_EQ(rest.steps, 40);
-  EXPECT_TRUE(bit_identical(params_of(a), params_of(b)));
+  EXPECT_TRUE(same_values(params_of(a), params_of(b)));
   EXPECT_EQ(metrics_of(a), metrics_of(b));
   fs::remove_all(a);
   fs::remove_all(b);

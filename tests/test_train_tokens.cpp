@@ -19,6 +19,7 @@
 #include "core/random.h"
 #include "data/errors.h"
 #include "data/token_file.h"
+#include "tests/support/op_testing.h"
 #include "train/checkpoint.h"
 #include "train/commands.h"
 #include "train/config.h"
@@ -29,6 +30,7 @@
 #endif
 
 using namespace seqmix;
+using seqmix::testing::same_values;
 namespace fs = std::filesystem;
 
 namespace {
@@ -86,15 +88,6 @@ std::string tiny_yaml(const std::string& train, const std::string& val) {
 }
 
 NamedTensors params_of(const fs::path& run) { return read_checkpoint((run / "checkpoint.h5").string()).params; }
-
-bool bit_identical(const NamedTensors& a, const NamedTensors& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].first != b[i].first || a[i].second.shape() != b[i].second.shape()) return false;
-    if (std::memcmp(a[i].second.f32(), b[i].second.f32(), sizeof(float) * a[i].second.numel()) != 0) return false;
-  }
-  return true;
-}
 
 TEST_F(TrainTokens, Gpt2ConfigTrainsShrunk) {
   const std::string config = std::string(SEQMIX_SOURCE_DIR) + "/configs/gpt2/gpt2_124m.yaml";
@@ -176,7 +169,7 @@ TEST_F(TrainTokens, ResumeIsBitIdentical) {
   Trainer(c, path("cut")).run(17);
   EXPECT_EQ(read_checkpoint(path("cut") + "/checkpoint.h5").train_u64.at("step"), 10u);
   Trainer::resume(path("cut"))->run();
-  EXPECT_TRUE(bit_identical(params_of(dir_ / "full"), params_of(dir_ / "cut")));
+  EXPECT_TRUE(same_values(params_of(dir_ / "full"), params_of(dir_ / "cut")));
 }
 
 // The error of opening the run's data, or "" if it opens.

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace seqmix::testing {
 
@@ -32,6 +33,13 @@ inline std::string case_name(std::initializer_list<std::pair<const char*, double
     out += v;
   }
   return out;
+}
+
+// "s_2_3_17" for the shape (2, 3, 17).
+inline std::string shape_name(const std::vector<int64_t>& shape) {
+  std::string n = "s";
+  for (int64_t d : shape) n += "_" + std::to_string(d);
+  return n;
 }
 
 }  // namespace seqmix::testing

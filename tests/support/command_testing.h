@@ -13,4 +13,12 @@ struct CommandResult {
 
 CommandResult run_command(const std::string& command_line);
 
+#ifdef SEQMIX_BINARY
+// `seqmix <args>` with stderr folded into out (SEQMIX_BINARY is the program the test
+// target was built with).
+inline CommandResult run_seqmix(const std::string& args) {
+  return run_command(std::string(SEQMIX_BINARY) + " " + args + " 2>&1");
+}
+#endif
+
 }  // namespace seqmix::testing

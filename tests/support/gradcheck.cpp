@@ -4,30 +4,11 @@
 #include <sstream>
 
 #include "core/tape.h"
+#include "tests/support/op_testing.h"
 
 namespace seqmix::testing {
 
 namespace {
-
-// loss = sum(y * r), recorded on the tape with its own node so that the checker
-// depends on no op under test.
-Tensor weighted_sum(const Tensor& y, const Tensor& r) {
-  Tensor out = Tensor::zeros({}, DType::f64);
-  const double* yv = y.f64();
-  const double* rv = r.f64();
-  double acc = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) acc += yv[i] * rv[i];
-  out.f64()[0] = acc;
-  if (any_requires_grad({&y})) {
-    record({&out}, [y, r](const std::vector<Tensor>& g) {
-      double go = g[0].f64()[0];
-      double* gy = y.grad_buffer().f64();
-      const double* rv2 = r.f64();
-      for (int64_t i = 0; i < y.numel(); ++i) gy[i] += go * rv2[i];
-    });
-  }
-  return out;
-}
 
 double eval_loss(const GradFn& f, const std::vector<Tensor>& inputs, const Tensor& r) {
   NoGradGuard ng;

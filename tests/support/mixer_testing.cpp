@@ -7,33 +7,6 @@
 
 namespace seqmix::testing {
 
-Tensor weighted_sum(const Tensor& y, const Tensor& r) {
-  Tensor out = Tensor::zeros({}, y.dtype());
-  double acc = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) acc += y.item(i) * r.item(i);
-  if (y.dtype() == DType::f64) out.f64()[0] = acc;
-  else out.f32()[0] = static_cast<float>(acc);
-  if (any_requires_grad({&y}))
-    record({&out}, [y, r](const std::vector<Tensor>& g) {
-      dispatch_float(y.dtype(), "weighted_sum backward", [&](auto tag) {
-        using T = decltype(tag);
-        T* gy = y.grad_buffer().template data<T>();
-        const double go = g[0].item(0);
-        for (int64_t i = 0; i < y.numel(); ++i) gy[i] += static_cast<T>(go * r.item(i));
-      });
-    });
-  return out;
-}
-
-void backward_weighted(const Tensor& y, const Tensor& r) { backward(weighted_sum(y, r)); }
-
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (a.item(i) != b.item(i)) return false;
-  return true;
-}
-
 NamedTensors params_of(const Mixer& m) {
   NamedTensors p;
   m.named_parameters("", p);

@@ -1,31 +1,13 @@
-// Helpers shared by the mixer tests.
+// Helpers shared by the mixer tests (with those of tests/support/op_testing.h).
 #pragma once
-
-#include <omp.h>
 
 #include <vector>
 
 #include "core/random.h"
 #include "layers/module.h"
+#include "tests/support/op_testing.h"
 
 namespace seqmix::testing {
-
-// loss = sum(y * r) (summed in double) through a tape node of its own, so that a backward
-// drives y with the output gradient r; y and r may differ in dtype.
-Tensor weighted_sum(const Tensor& y, const Tensor& r);
-// backward(weighted_sum(y, r)).
-void backward_weighted(const Tensor& y, const Tensor& r);
-
-bool bit_equal(const Tensor& a, const Tensor& b);
-
-// Gradient checks and decoding steps run on one thread: they evaluate thousands
-// of tiny ops, where forking a team per op costs more than the work; the
-// threaded paths are covered by the float32 tests.
-struct SingleThread {
-  int saved = omp_get_max_threads();
-  SingleThread() { omp_set_num_threads(1); }
-  ~SingleThread() { omp_set_num_threads(saved); }
-};
 
 NamedTensors params_of(const Mixer& m);
 

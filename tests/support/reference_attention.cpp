@@ -110,28 +110,39 @@ Tensor reference_attention_core_backward(const Tensor& qkv_t, const Tensor& dout
   return Tensor::from_vector(qkv_t.shape(), grad);
 }
 
-Tensor reference_attention_layer(const Tensor& x_t, const Tensor& wqkv_w, const Tensor& wqkv_b, const Tensor& out_w,
-                                 const Tensor& out_b, int64_t H, const RefAttentionDropout& dr) {
-  const int64_t B = x_t.size(0), L = x_t.size(1), D = x_t.size(2);
-  const std::vector<double> x = x_t.to_f64_vector(), w1 = wqkv_w.to_f64_vector(), b1 = wqkv_b.to_f64_vector();
-  const std::vector<double> w2 = out_w.to_f64_vector(), b2 = out_b.to_f64_vector();
-  std::vector<double> qkv(B * L * 3 * D);
-  for (int64_t r = 0; r < B * L; ++r)
-    for (int64_t o = 0; o < 3 * D; ++o) {
-      double s = b1[o];
-      for (int64_t i = 0; i < D; ++i) s += x[r * D + i] * w1[o * D + i];
-      qkv[r * 3 * D + o] = s;
-    }
+namespace {
+constexpr const char* kTwin = "reference_attention";
+}
+
+Tensor reference_attention_forward(const NamedTensors& p, const AttentionOptions& opt, const Tensor& x,
+                                   const RefAttentionDropout& dr) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), rows = B * L;
+  const std::vector<double> qkv =
+      ref_linear_forward(x.to_f64_vector(), rows, ref_param(p, "Wqkv.weight", kTwin), ref_param(p, "Wqkv.bias", kTwin));
   const std::vector<double> core =
-      reference_attention_core(Tensor::from_vector({B, L, 3 * D}, qkv), H, dr).to_f64_vector();
-  std::vector<double> y(B * L * D);
-  for (int64_t r = 0; r < B * L; ++r)
-    for (int64_t o = 0; o < D; ++o) {
-      double s = b2[o];
-      for (int64_t i = 0; i < D; ++i) s += core[r * D + i] * w2[o * D + i];
-      y[r * D + o] = s;
-    }
-  return Tensor::from_vector({B, L, D}, y);
+      reference_attention_core(Tensor::from_vector({B, L, 3 * D}, qkv), opt.num_heads, dr).to_f64_vector();
+  return Tensor::from_vector(
+      {B, L, D}, ref_linear_forward(core, rows, ref_param(p, "out_proj.weight", kTwin), ref_param(p, "out_proj.bias", kTwin)));
+}
+
+ReferenceGrads reference_attention_backward(const NamedTensors& p, const AttentionOptions& opt, const Tensor& x,
+                                            const Tensor& dy) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), rows = B * L;
+  const std::vector<double> X = x.to_f64_vector();
+  const Tensor& w_qkv = ref_param(p, "Wqkv.weight", kTwin);
+  const Tensor& w_out = ref_param(p, "out_proj.weight", kTwin);
+  const Tensor qkv = Tensor::from_vector({B, L, 3 * D}, ref_linear_forward(X, rows, w_qkv, ref_param(p, "Wqkv.bias", kTwin)));
+  const std::vector<double> core = reference_attention_core(qkv, opt.num_heads).to_f64_vector();
+  std::vector<double> dcore, dx;
+  const RefLinearGrads g_out = ref_linear_backward(core, rows, w_out, dy.to_f64_vector(), dcore);
+  const std::vector<double> dqkv =
+      reference_attention_core_backward(qkv, Tensor::from_vector({B, L, D}, dcore), opt.num_heads).to_f64_vector();
+  const RefLinearGrads g_in = ref_linear_backward(X, rows, w_qkv, dqkv, dx);
+  return {Tensor::from_vector(x.shape(), dx),
+          ref_grads_in_order(p,
+                             {{"Wqkv.weight", g_in.dw}, {"Wqkv.bias", g_in.db},
+                              {"out_proj.weight", g_out.dw}, {"out_proj.bias", g_out.db}},
+                             kTwin)};
 }
 
 }  // namespace seqmix::testing

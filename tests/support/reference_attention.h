@@ -10,6 +10,8 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "layers/options.h"
+#include "tests/support/reference_twin.h"
 
 namespace seqmix::testing {
 
@@ -28,9 +30,11 @@ Tensor reference_attention_core(const Tensor& qkv, int64_t num_heads, const RefA
 Tensor reference_attention_core_backward(const Tensor& qkv, const Tensor& dout, int64_t num_heads,
                                          const RefAttentionDropout& dropout = {});
 
-// The whole layer: x (B, L, D) -> y (B, L, D) = out_proj(core(Wqkv x + b)) + out_b.
-Tensor reference_attention_layer(const Tensor& x, const Tensor& wqkv_weight, const Tensor& wqkv_bias,
-                                 const Tensor& out_weight, const Tensor& out_bias, int64_t num_heads,
-                                 const RefAttentionDropout& dropout = {});
+// The whole layer (the API of tests/support/reference_twin.h): y = out_proj(core(Wqkv x + b)),
+// with the dropout mask above when training with dropout.
+Tensor reference_attention_forward(const NamedTensors& params, const AttentionOptions& opt, const Tensor& x,
+                                   const RefAttentionDropout& dropout = {});
+ReferenceGrads reference_attention_backward(const NamedTensors& params, const AttentionOptions& opt, const Tensor& x,
+                                            const Tensor& dy);
 
 }  // namespace seqmix::testing

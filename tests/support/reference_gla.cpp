@@ -10,22 +10,6 @@ namespace {
 double log_sigmoid(double u) { return std::min(u, 0.0) - std::log1p(std::exp(-std::fabs(u))); }
 double sigmoid(double u) { return 1.0 / (1.0 + std::exp(-u)); }
 
-// y (rows, out) = x (rows, in) W^T (+ b), in double.
-std::vector<double> plain_linear(const std::vector<double>& x, int64_t rows, int64_t in, const Tensor& w,
-                                 const Tensor& b = Tensor()) {
-  const int64_t out = w.size(0);
-  const std::vector<double> W = w.to_f64_vector();
-  const std::vector<double> bias = b.defined() ? b.to_f64_vector() : std::vector<double>(out, 0.0);
-  std::vector<double> y(rows * out);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      double acc = bias[o];
-      for (int64_t i = 0; i < in; ++i) acc += x[r * in + i] * W[o * in + i];
-      y[r * out + o] = acc;
-    }
-  return y;
-}
-
 struct CoreDims {
   int64_t B, L, H, dk, dv;
 };
@@ -138,31 +122,87 @@ Tensor reference_gla_norm_gate(const Tensor& o, const Tensor& g, const Tensor& w
   return Tensor::from_vector(o.shape(), y);
 }
 
-Tensor reference_gla_layer(const GlaMixer& m, const Tensor& x) {
-  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), rows = B * L;
-  const int64_t H = m.num_heads(), Dk = m.key_dim(), Dv = m.value_dim();
-  NamedTensors ps;
-  m.named_parameters("", ps);
-  auto P = [&](const std::string& name) {
-    for (auto& [n, t] : ps)
-      if (n == name) return t;
-    throw ShapeError("reference_gla_layer: no parameter " + name);
-  };
-  const std::vector<double> X = x.to_f64_vector();
-  const std::vector<double> q = plain_linear(X, rows, D, P("q_proj.weight")),
-                            k = plain_linear(X, rows, D, P("k_proj.weight")),
-                            v = plain_linear(X, rows, D, P("v_proj.weight")),
-                            g = plain_linear(X, rows, D, P("g_proj.weight"));
-  const Tensor w0 = P("gk_proj.0.weight");
-  const std::vector<double> low = plain_linear(X, rows, D, w0);
-  const std::vector<double> u = plain_linear(low, rows, w0.size(0), P("gk_proj.1.weight"), P("gk_proj.1.bias"));
-  std::vector<double> o;
-  run_core(CoreDims{B, L, H, Dk / H, Dv / H}, q, k, v, u, 1.0 / std::sqrt(double(Dk / H)),
-           m.options().gate_logit_normalizer, o, nullptr);
-  Tensor gated = reference_gla_norm_gate(Tensor::from_vector({B, L, Dv}, o), Tensor::from_vector({B, L, Dv}, g),
-                                         P("g_norm.weight"), H, m.options().norm_eps);
-  const std::vector<double> y = plain_linear(gated.to_f64_vector(), rows, Dv, P("o_proj.weight"));
-  return Tensor::from_vector({B, L, D}, y);
+namespace {
+
+constexpr const char* kTwin = "reference_gla";
+
+// The layer's intermediates, shared by forward and backward.
+struct GlaFwd {
+  int64_t B, L, D, H, Dk, Dv, r;
+  std::vector<double> X, q, k, v, g, low, u, o, gated;
+};
+
+GlaFwd gla_layer_forward(const NamedTensors& p, const GlaOptions& opt, const Tensor& x) {
+  GlaFwd f;
+  f.B = x.size(0), f.L = x.size(1), f.D = x.size(2), f.H = opt.num_heads;
+  const int64_t rows = f.B * f.L;
+  const Tensor& w0 = ref_param(p, "gk_proj.0.weight", kTwin);
+  f.Dk = ref_param(p, "q_proj.weight", kTwin).size(0), f.Dv = ref_param(p, "v_proj.weight", kTwin).size(0);
+  f.r = w0.size(0);
+  f.X = x.to_f64_vector();
+  f.q = ref_linear_forward(f.X, rows, ref_param(p, "q_proj.weight", kTwin));
+  f.k = ref_linear_forward(f.X, rows, ref_param(p, "k_proj.weight", kTwin));
+  f.v = ref_linear_forward(f.X, rows, ref_param(p, "v_proj.weight", kTwin));
+  f.g = ref_linear_forward(f.X, rows, ref_param(p, "g_proj.weight", kTwin));
+  f.low = ref_linear_forward(f.X, rows, w0);
+  f.u = ref_linear_forward(f.low, rows, ref_param(p, "gk_proj.1.weight", kTwin), ref_param(p, "gk_proj.1.bias", kTwin));
+  run_core(CoreDims{f.B, f.L, f.H, f.Dk / f.H, f.Dv / f.H}, f.q, f.k, f.v, f.u, 1.0 / std::sqrt(double(f.Dk / f.H)),
+           opt.gate_logit_normalizer, f.o, nullptr);
+  f.gated = reference_gla_norm_gate(Tensor::from_vector({f.B, f.L, f.Dv}, f.o), Tensor::from_vector({f.B, f.L, f.Dv}, f.g),
+                                    ref_param(p, "g_norm.weight", kTwin), f.H, opt.norm_eps)
+                .to_f64_vector();
+  return f;
+}
+
+}  // namespace
+
+Tensor reference_gla_forward(const NamedTensors& p, const GlaOptions& opt, const Tensor& x) {
+  const GlaFwd f = gla_layer_forward(p, opt, x);
+  return Tensor::from_vector({f.B, f.L, f.D}, ref_linear_forward(f.gated, f.B * f.L, ref_param(p, "o_proj.weight", kTwin)));
+}
+
+ReferenceGrads reference_gla_backward(const NamedTensors& p, const GlaOptions& opt, const Tensor& x, const Tensor& dy) {
+  const GlaFwd f = gla_layer_forward(p, opt, x);
+  const int64_t rows = f.B * f.L, dv = f.Dv / f.H;
+  std::vector<double> dgated, dx, dlow;
+  const RefLinearGrads g_o = ref_linear_backward(f.gated, rows, ref_param(p, "o_proj.weight", kTwin), dy.to_f64_vector(), dgated);
+  // Output gate, per (row, head) group of dv channels: n = o rs with rs = (mean(o^2) + eps)^-1/2,
+  // y = n w swish(g). Then dn = dy w swish(g), dw = sum dy n swish(g),
+  // dg = dy n w swish'(g), and, as d rs / d o_j = -rs^3 o_j / dv, do = rs (dn - n mean(dn n)).
+  const std::vector<double> W = ref_param(p, "g_norm.weight", kTwin).to_f64_vector();
+  std::vector<double> d_o(f.o.size()), dg(f.g.size()), dw(static_cast<size_t>(dv), 0.0);
+  for (int64_t grp = 0; grp < rows * f.H; ++grp) {
+    const int64_t at = grp * dv;
+    double ms = 0;
+    for (int64_t e = 0; e < dv; ++e) ms += f.o[at + e] * f.o[at + e];
+    const double rs = 1.0 / std::sqrt(ms / dv + opt.norm_eps);
+    double dot = 0;
+    std::vector<double> dn(static_cast<size_t>(dv));
+    for (int64_t e = 0; e < dv; ++e) {
+      const double gv = f.g[at + e], s = sigmoid(gv), swish = gv * s, n = f.o[at + e] * rs;
+      dn[e] = dgated[at + e] * W[e] * swish;
+      dw[e] += dgated[at + e] * n * swish;
+      dg[at + e] = dgated[at + e] * n * W[e] * s * (1 + gv * (1 - s));
+      dot += dn[e] * n;
+    }
+    for (int64_t e = 0; e < dv; ++e) d_o[at + e] = rs * (dn[e] - f.o[at + e] * rs * dot / dv);
+  }
+  const Shape sk{f.B, f.L, f.Dk}, sv{f.B, f.L, f.Dv};
+  const std::vector<Tensor> gc = reference_gla_core_backward(
+      Tensor::from_vector(sk, f.q), Tensor::from_vector(sk, f.k), Tensor::from_vector(sv, f.v), Tensor::from_vector(sk, f.u),
+      Tensor::from_vector(sv, d_o), f.H, 1.0 / std::sqrt(double(f.Dk / f.H)), opt.gate_logit_normalizer);
+  const RefLinearGrads g_1 = ref_linear_backward(f.low, rows, ref_param(p, "gk_proj.1.weight", kTwin), gc[3].to_f64_vector(), dlow);
+  const RefLinearGrads g_0 = ref_linear_backward(f.X, rows, ref_param(p, "gk_proj.0.weight", kTwin), dlow, dx);
+  const RefLinearGrads g_q = ref_linear_backward(f.X, rows, ref_param(p, "q_proj.weight", kTwin), gc[0].to_f64_vector(), dx);
+  const RefLinearGrads g_k = ref_linear_backward(f.X, rows, ref_param(p, "k_proj.weight", kTwin), gc[1].to_f64_vector(), dx);
+  const RefLinearGrads g_v = ref_linear_backward(f.X, rows, ref_param(p, "v_proj.weight", kTwin), gc[2].to_f64_vector(), dx);
+  const RefLinearGrads g_g = ref_linear_backward(f.X, rows, ref_param(p, "g_proj.weight", kTwin), dg, dx);
+  return {Tensor::from_vector(x.shape(), dx),
+          ref_grads_in_order(p,
+                             {{"q_proj.weight", g_q.dw}, {"k_proj.weight", g_k.dw}, {"v_proj.weight", g_v.dw},
+                              {"g_proj.weight", g_g.dw}, {"gk_proj.0.weight", g_0.dw}, {"gk_proj.1.weight", g_1.dw},
+                              {"gk_proj.1.bias", g_1.db}, {"g_norm.weight", dw}, {"o_proj.weight", g_o.dw}},
+                             kTwin)};
 }
 
 }  // namespace seqmix::testing

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "layers/gla.h"
+#include "layers/module.h"
+#include "layers/options.h"
+#include "tests/support/reference_twin.h"
 
 namespace seqmix::testing {
 
@@ -27,7 +29,10 @@ std::vector<Tensor> reference_gla_core_backward(const Tensor& q, const Tensor& k
 // y = rmsnorm over each head's dv channels * weight * swish(g); o, g: (..., H*dv), weight (dv).
 Tensor reference_gla_norm_gate(const Tensor& o, const Tensor& g, const Tensor& weight, int64_t heads, double eps);
 
-// The whole layer from m's parameters: (B, L, D) -> (B, L, D), float64.
-Tensor reference_gla_layer(const GlaMixer& m, const Tensor& x);
+// The whole layer (the API of tests/support/reference_twin.h):
+// y = o_proj(norm_gate(core(q_proj x, k_proj x, v_proj x, gk_proj.1(gk_proj.0 x)), g_proj x)).
+Tensor reference_gla_forward(const NamedTensors& params, const GlaOptions& opt, const Tensor& x);
+ReferenceGrads reference_gla_backward(const NamedTensors& params, const GlaOptions& opt, const Tensor& x,
+                                      const Tensor& dy);
 
 }  // namespace seqmix::testing

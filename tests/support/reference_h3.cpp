@@ -206,47 +206,66 @@ void ref_h3_diag_backward(const Tensor& dout, const Tensor& q, const Tensor& kt,
 
 namespace {
 
-const Tensor& find(const NamedTensors& ps, const std::string& name) {
-  for (const auto& [n, t] : ps)
-    if (n == name) return t;
-  throw std::invalid_argument("ref_h3_layer_forward: no parameter named " + name);
+constexpr const char* kTwin = "reference_h3";
+
+H3SsmParams ssm_of(const NamedTensors& ps, const H3Options& opt) {
+  H3SsmParams p;
+  p.shift_B = ref_param(ps, "ssm_shift.B", kTwin);
+  p.shift_C = ref_param(ps, "ssm_shift.C", kTwin);
+  p.shift_D = ref_param(ps, "ssm_shift.D", kTwin);
+  p.log_dt = ref_param(ps, "ssm_diag.log_dt", kTwin);
+  p.inv_A_real = ref_param(ps, "ssm_diag.inv_A_real", kTwin);
+  p.A_imag = ref_param(ps, "ssm_diag.A_imag", kTwin);
+  p.diag_B = ref_param(ps, "ssm_diag.B", kTwin);
+  p.diag_C = ref_param(ps, "ssm_diag.C", kTwin);
+  p.diag_D = ref_param(ps, "ssm_diag.D", kTwin);
+  p.head_dim = opt.head_dim;
+  return p;
 }
 
-Tensor ref_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  const int64_t in = w.size(1), out = w.size(0), rows = x.numel() / in;
-  const vec X = x.to_f64_vector(), W = w.to_f64_vector(), Bv = b.to_f64_vector();
-  vec y(rows * out);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      double acc = Bv[o];
-      for (int64_t i = 0; i < in; ++i) acc += X[r * in + i] * W[o * in + i];
-      y[r * out + o] = acc;
-    }
-  Shape s = x.shape();
-  s.back() = out;
-  return f64(s, y);
+Tensor proj(const NamedTensors& ps, const std::vector<double>& x, const Shape& shape, const std::string& name) {
+  return f64(shape, ref_linear_forward(x, shape[0] * shape[1], ref_param(ps, name + ".weight", kTwin),
+                                       ref_param(ps, name + ".bias", kTwin)));
 }
 
 }  // namespace
 
-Tensor ref_h3_layer_forward(const Tensor& x, const NamedTensors& ps, int64_t head_dim) {
-  H3SsmParams p;
-  p.shift_B = find(ps, "ssm_shift.B");
-  p.shift_C = find(ps, "ssm_shift.C");
-  p.shift_D = find(ps, "ssm_shift.D");
-  p.log_dt = find(ps, "ssm_diag.log_dt");
-  p.inv_A_real = find(ps, "ssm_diag.inv_A_real");
-  p.A_imag = find(ps, "ssm_diag.A_imag");
-  p.diag_B = find(ps, "ssm_diag.B");
-  p.diag_C = find(ps, "ssm_diag.C");
-  p.diag_D = find(ps, "ssm_diag.D");
-  p.head_dim = head_dim;
-  const Tensor q = ref_linear(x, find(ps, "q_proj.weight"), find(ps, "q_proj.bias"));
-  const Tensor k = ref_linear(x, find(ps, "k_proj.weight"), find(ps, "k_proj.bias"));
-  const Tensor v = ref_linear(x, find(ps, "v_proj.weight"), find(ps, "v_proj.bias"));
+Tensor reference_h3_forward(const NamedTensors& ps, const H3Options& opt, const Tensor& x) {
+  const H3SsmParams p = ssm_of(ps, opt);
+  const std::vector<double> X = x.to_f64_vector();
+  const Shape s = x.shape();
+  const Tensor kt = ref_h3_shift_forward(proj(ps, X, s, "k_proj"), p);
+  const Tensor o = ref_h3_diag_forward(proj(ps, X, s, "q_proj"), kt, proj(ps, X, s, "v_proj"), p);
+  return proj(ps, o.to_f64_vector(), s, "out_proj");
+}
+
+ReferenceGrads reference_h3_backward(const NamedTensors& ps, const H3Options& opt, const Tensor& x, const Tensor& dy) {
+  const H3SsmParams p = ssm_of(ps, opt);
+  const std::vector<double> X = x.to_f64_vector();
+  const Shape s = x.shape();
+  const int64_t rows = s[0] * s[1];
+  const Tensor q = proj(ps, X, s, "q_proj"), k = proj(ps, X, s, "k_proj"), v = proj(ps, X, s, "v_proj");
   const Tensor kt = ref_h3_shift_forward(k, p);
-  const Tensor o = ref_h3_diag_forward(q, kt, v, p);
-  return ref_linear(o, find(ps, "out_proj.weight"), find(ps, "out_proj.bias"));
+  const std::vector<double> o = ref_h3_diag_forward(q, kt, v, p).to_f64_vector();
+  std::vector<double> d_o, dx;
+  const RefLinearGrads g_out = ref_linear_backward(o, rows, ref_param(ps, "out_proj.weight", kTwin), dy.to_f64_vector(), d_o);
+  RefH3Grads g;
+  ref_h3_diag_backward(f64(s, d_o), q, kt, v, p, g);
+  ref_h3_shift_backward(g.dkt, k, p, g);
+  const RefLinearGrads g_q = ref_linear_backward(X, rows, ref_param(ps, "q_proj.weight", kTwin), g.dq.to_f64_vector(), dx);
+  const RefLinearGrads g_k = ref_linear_backward(X, rows, ref_param(ps, "k_proj.weight", kTwin), g.dk.to_f64_vector(), dx);
+  const RefLinearGrads g_v = ref_linear_backward(X, rows, ref_param(ps, "v_proj.weight", kTwin), g.dv.to_f64_vector(), dx);
+  return {f64(s, dx),
+          ref_grads_in_order(ps,
+                             {{"q_proj.weight", g_q.dw}, {"q_proj.bias", g_q.db}, {"k_proj.weight", g_k.dw},
+                              {"k_proj.bias", g_k.db}, {"v_proj.weight", g_v.dw}, {"v_proj.bias", g_v.db},
+                              {"ssm_shift.B", g.d_shift_B.to_f64_vector()}, {"ssm_shift.C", g.d_shift_C.to_f64_vector()},
+                              {"ssm_shift.D", g.d_shift_D.to_f64_vector()}, {"ssm_diag.log_dt", g.d_log_dt.to_f64_vector()},
+                              {"ssm_diag.inv_A_real", g.d_inv_A_real.to_f64_vector()},
+                              {"ssm_diag.A_imag", g.d_A_imag.to_f64_vector()}, {"ssm_diag.B", g.d_diag_B.to_f64_vector()},
+                              {"ssm_diag.C", g.d_diag_C.to_f64_vector()}, {"ssm_diag.D", g.d_diag_D.to_f64_vector()},
+                              {"out_proj.weight", g_out.dw}, {"out_proj.bias", g_out.db}},
+                             kTwin)};
 }
 
 }  // namespace seqmix::testing

@@ -14,6 +14,8 @@
 #include "core/tensor.h"
 #include "layers/h3_kernel.h"
 #include "layers/module.h"
+#include "layers/options.h"
+#include "tests/support/reference_twin.h"
 
 namespace seqmix::testing {
 
@@ -39,8 +41,10 @@ void ref_h3_shift_backward(const Tensor& dkt, const Tensor& k, const H3SsmParams
 void ref_h3_diag_backward(const Tensor& dout, const Tensor& q, const Tensor& kt, const Tensor& v,
                           const H3SsmParams& p, RefH3Grads& g);
 
-// The whole layer from its named parameters (names without prefix, as
-// H3Mixer::named_parameters("") lists them): x (B, L, D) -> (B, L, D).
-Tensor ref_h3_layer_forward(const Tensor& x, const NamedTensors& params, int64_t head_dim);
+// The whole layer (the API of tests/support/reference_twin.h):
+// y = out_proj(diag(q_proj x, shift(k_proj x), v_proj x)).
+Tensor reference_h3_forward(const NamedTensors& params, const H3Options& opt, const Tensor& x);
+ReferenceGrads reference_h3_backward(const NamedTensors& params, const H3Options& opt, const Tensor& x,
+                                     const Tensor& dy);
 
 }  // namespace seqmix::testing

@@ -16,20 +16,6 @@ void check(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H) {
                      " " + shape_str(v.shape()));
 }
 
-// y (rows, out) = x (rows, in) W^T + b.
-std::vector<double> affine(const std::vector<double>& x, const Tensor& w_t, const Tensor& b_t, int64_t rows) {
-  const std::vector<double> w = w_t.to_f64_vector(), b = b_t.to_f64_vector();
-  const int64_t out = w_t.size(0), in = w_t.size(1);
-  std::vector<double> y(rows * out);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = b[o];
-      for (int64_t i = 0; i < in; ++i) s += x[r * in + i] * w[o * in + i];
-      y[r * out + o] = s;
-    }
-  return y;
-}
-
 }  // namespace
 
 Tensor reference_linear_attention_core(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, int64_t H,
@@ -105,17 +91,48 @@ LinearAttentionGrads reference_linear_attention_core_backward(const Tensor& q_t,
           Tensor::from_vector(q_t.shape(), dv)};
 }
 
-Tensor reference_linear_attention_layer(const Tensor& x_t, const Tensor& q_w, const Tensor& q_b, const Tensor& k_w,
-                                        const Tensor& k_b, const Tensor& v_w, const Tensor& v_b, const Tensor& out_w,
-                                        const Tensor& out_b, int64_t H, double eps) {
-  const int64_t B = x_t.size(0), L = x_t.size(1), D = x_t.size(2);
-  const std::vector<double> x = x_t.to_f64_vector();
-  const Shape shape{B, L, D};
-  Tensor q = Tensor::from_vector(shape, affine(x, q_w, q_b, B * L));
-  Tensor k = Tensor::from_vector(shape, affine(x, k_w, k_b, B * L));
-  Tensor v = Tensor::from_vector(shape, affine(x, v_w, v_b, B * L));
-  const std::vector<double> o = reference_linear_attention_core(q, k, v, H, eps).to_f64_vector();
-  return Tensor::from_vector(shape, affine(o, out_w, out_b, B * L));
+namespace {
+constexpr const char* kTwin = "reference_linear_attention";
+}
+
+Tensor reference_linear_attention_forward(const NamedTensors& p, const LinearAttentionOptions& opt, const Tensor& x) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), rows = B * L;
+  const std::vector<double> X = x.to_f64_vector();
+  auto proj = [&](const char* name) {
+    const std::string n = name;
+    return Tensor::from_vector(
+        {B, L, D}, ref_linear_forward(X, rows, ref_param(p, n + ".weight", kTwin), ref_param(p, n + ".bias", kTwin)));
+  };
+  const std::vector<double> o =
+      reference_linear_attention_core(proj("q_proj"), proj("k_proj"), proj("v_proj"), opt.num_heads, opt.eps)
+          .to_f64_vector();
+  return Tensor::from_vector(
+      {B, L, D}, ref_linear_forward(o, rows, ref_param(p, "out_proj.weight", kTwin), ref_param(p, "out_proj.bias", kTwin)));
+}
+
+ReferenceGrads reference_linear_attention_backward(const NamedTensors& p, const LinearAttentionOptions& opt,
+                                                   const Tensor& x, const Tensor& dy) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), rows = B * L;
+  const std::vector<double> X = x.to_f64_vector();
+  auto proj = [&](const std::string& n) {
+    return Tensor::from_vector(
+        {B, L, D}, ref_linear_forward(X, rows, ref_param(p, n + ".weight", kTwin), ref_param(p, n + ".bias", kTwin)));
+  };
+  const Tensor q = proj("q_proj"), k = proj("k_proj"), v = proj("v_proj");
+  const std::vector<double> o = reference_linear_attention_core(q, k, v, opt.num_heads, opt.eps).to_f64_vector();
+  std::vector<double> d_o, dx;
+  const RefLinearGrads g_out = ref_linear_backward(o, rows, ref_param(p, "out_proj.weight", kTwin), dy.to_f64_vector(), d_o);
+  const LinearAttentionGrads gc =
+      reference_linear_attention_core_backward(q, k, v, Tensor::from_vector({B, L, D}, d_o), opt.num_heads, opt.eps);
+  const RefLinearGrads g_q = ref_linear_backward(X, rows, ref_param(p, "q_proj.weight", kTwin), gc.dq.to_f64_vector(), dx);
+  const RefLinearGrads g_k = ref_linear_backward(X, rows, ref_param(p, "k_proj.weight", kTwin), gc.dk.to_f64_vector(), dx);
+  const RefLinearGrads g_v = ref_linear_backward(X, rows, ref_param(p, "v_proj.weight", kTwin), gc.dv.to_f64_vector(), dx);
+  return {Tensor::from_vector(x.shape(), dx),
+          ref_grads_in_order(p,
+                             {{"q_proj.weight", g_q.dw}, {"q_proj.bias", g_q.db}, {"k_proj.weight", g_k.dw},
+                              {"k_proj.bias", g_k.db}, {"v_proj.weight", g_v.dw}, {"v_proj.bias", g_v.db},
+                              {"out_proj.weight", g_out.dw}, {"out_proj.bias", g_out.db}},
+                             kTwin)};
 }
 
 }  // namespace seqmix::testing

@@ -10,6 +10,8 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "layers/options.h"
+#include "tests/support/reference_twin.h"
 
 namespace seqmix::testing {
 
@@ -25,9 +27,11 @@ struct LinearAttentionGrads {
 LinearAttentionGrads reference_linear_attention_core_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                                               const Tensor& dout, int64_t num_heads, double eps);
 
-// The whole layer from its parameters (weights (D, D), biases (D)).
-Tensor reference_linear_attention_layer(const Tensor& x, const Tensor& q_w, const Tensor& q_b, const Tensor& k_w,
-                                        const Tensor& k_b, const Tensor& v_w, const Tensor& v_b, const Tensor& out_w,
-                                        const Tensor& out_b, int64_t num_heads, double eps);
+// The whole layer (the API of tests/support/reference_twin.h):
+// y = out_proj(core(q_proj x, k_proj x, v_proj x)).
+Tensor reference_linear_attention_forward(const NamedTensors& params, const LinearAttentionOptions& opt,
+                                          const Tensor& x);
+ReferenceGrads reference_linear_attention_backward(const NamedTensors& params, const LinearAttentionOptions& opt,
+                                                   const Tensor& x, const Tensor& dy);
 
 }  // namespace seqmix::testing

@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "layers/mamba.h"
 
 namespace seqmix::testing {
 
@@ -169,22 +168,24 @@ RefConvGrads ref_conv_backward(const Vec& x, const Vec& w, const Vec& bias, int6
   return g;
 }
 
-RefMambaParams ref_params_from(const MambaMixer& m) {
+RefMambaParams ref_params_from(const NamedTensors& ps) {
+  constexpr const char* kTwin = "reference_mamba";
+  auto vec = [&](const char* name) { return ref_param(ps, name, kTwin).to_f64_vector(); };
   RefMambaParams p;
-  p.Dm = m.d_model();
-  p.E = m.d_inner();
-  p.N = m.d_state();
-  p.R = m.dt_rank();
-  p.K = m.d_conv();
-  p.in_w = m.in_proj_weight.to_f64_vector();
-  p.conv_w = m.conv1d_weight.to_f64_vector();
-  p.conv_b = m.conv1d_bias.to_f64_vector();
-  p.x_w = m.x_proj_weight.to_f64_vector();
-  p.dt_w = m.dt_proj_weight.to_f64_vector();
-  p.dt_b = m.dt_proj_bias.to_f64_vector();
-  p.A_log = m.A_log.to_f64_vector();
-  p.D = m.D.to_f64_vector();
-  p.out_w = m.out_proj_weight.to_f64_vector();
+  p.Dm = ref_param(ps, "in_proj.weight", kTwin).size(1);
+  p.E = ref_param(ps, "in_proj.weight", kTwin).size(0) / 2;
+  p.N = ref_param(ps, "A_log", kTwin).size(1);
+  p.R = ref_param(ps, "dt_proj.weight", kTwin).size(1);
+  p.K = ref_param(ps, "conv1d.weight", kTwin).size(2);
+  p.in_w = vec("in_proj.weight");
+  p.conv_w = vec("conv1d.weight");
+  p.conv_b = vec("conv1d.bias");
+  p.x_w = vec("x_proj.weight");
+  p.dt_w = vec("dt_proj.weight");
+  p.dt_b = vec("dt_proj.bias");
+  p.A_log = vec("A_log");
+  p.D = vec("D");
+  p.out_w = vec("out_proj.weight");
   return p;
 }
 
@@ -255,6 +256,18 @@ RefMambaGrads ref_mamba_backward(const RefMambaParams& p, const Vec& x, int64_t 
   lin_back(x, p.in_w, dxz, rows, p.Dm, 2 * E, g.x, din_w);
   g.params = {din_w, cg.w, cg.bias, dx_w, ddt_w, ddt_b, sg.A_log, sg.D, dout_w};
   return g;
+}
+
+Tensor reference_mamba_forward(const NamedTensors& params, const MambaOptions& /*opt*/, const Tensor& x) {
+  return Tensor::from_vector(x.shape(), ref_mamba_forward(ref_params_from(params), x.to_f64_vector(), x.size(0), x.size(1)));
+}
+
+ReferenceGrads reference_mamba_backward(const NamedTensors& params, const MambaOptions& /*opt*/, const Tensor& x,
+                                        const Tensor& dy) {
+  RefMambaGrads g = ref_mamba_backward(ref_params_from(params), x.to_f64_vector(), x.size(0), x.size(1), dy.to_f64_vector());
+  ReferenceGrads out{Tensor::from_vector(x.shape(), g.x), {}};
+  for (size_t k = 0; k < params.size(); ++k) out.params.push_back(Tensor::from_vector(params[k].second.shape(), g.params[k]));
+  return out;
 }
 
 }  // namespace seqmix::testing

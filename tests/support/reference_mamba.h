@@ -1,7 +1,7 @@
 // Slow plain-loop twin of the mamba mixer (docs/mixers.md#mamba), in double, for tests only.
 //
 // Everything is std::vector<double> in row-major order, computed straight from the
-// The documented formulas: the scan keeps h for every step (no chunking), the projections
+// documented formulas: the scan keeps h for every step (no chunking), the projections
 // are triple loops, and the backward is the chain rule written out step by step.
 // It is the oracle of the fused float32 kernels (layers/mamba_conv.cpp, mamba_scan.cpp) and of
 // the whole layer (layers/mamba.cpp).
@@ -10,9 +10,10 @@
 #include <cstdint>
 #include <vector>
 
-namespace seqmix {
-class MambaMixer;
-}
+#include "core/tensor.h"
+#include "layers/module.h"
+#include "layers/options.h"
+#include "tests/support/reference_twin.h"
 
 namespace seqmix::testing {
 
@@ -48,7 +49,8 @@ struct RefMambaParams {
   // In the order of MambaMixer::named_parameters.
   Vec in_w, conv_w, conv_b, x_w, dt_w, dt_b, A_log, D, out_w;
 };
-RefMambaParams ref_params_from(const MambaMixer& m);
+// From the layer's named parameters (the sizes are read from their shapes).
+RefMambaParams ref_params_from(const NamedTensors& params);
 // x: (B, L, Dm) -> (B, L, Dm)
 Vec ref_mamba_forward(const RefMambaParams& p, const Vec& x, int64_t B, int64_t L);
 struct RefMambaGrads {
@@ -56,5 +58,10 @@ struct RefMambaGrads {
   std::vector<Vec> params;  // in the order of named_parameters
 };
 RefMambaGrads ref_mamba_backward(const RefMambaParams& p, const Vec& x, int64_t B, int64_t L, const Vec& dout);
+
+// The whole layer on Tensors (the API of tests/support/reference_twin.h).
+Tensor reference_mamba_forward(const NamedTensors& params, const MambaOptions& opt, const Tensor& x);
+ReferenceGrads reference_mamba_backward(const NamedTensors& params, const MambaOptions& opt, const Tensor& x,
+                                        const Tensor& dy);
 
 }  // namespace seqmix::testing
