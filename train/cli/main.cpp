@@ -6,13 +6,13 @@
 
 #include "train/cmd_logits.h"
 #include "train/commands.h"
+#include "train/distributed.h"
 #include "train/plot_command.h"
 #include "train/sweep.h"
 
-int main(int argc, char** argv) {
-  // Diagnostics (warnings, info lines) go to stderr, so that what a command prints on
-  // stdout (eval's JSON, logits, info) stays machine-readable.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("seqmix"));
+namespace {
+
+int run(int argc, char** argv) {
   using namespace seqmix;
   CLI::App app{"seqmix: efficient sequence models (attention, linear attention, GLA, H3, Mamba) on the CPU"};
   app.require_subcommand(1);
@@ -96,4 +96,15 @@ int main(int argc, char** argv) {
   if (*plot)
     return report_errors("plot", [&] { return cmd_plot(plot->remaining(), PlotLocations{argv[0], SEQMIX_PYTHON_SOURCE_DIR}); });
   return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Diagnostics (warnings, info lines) go to stderr, so that what a command prints on
+  // stdout (eval's JSON, logits, info) stays machine-readable.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("seqmix"));
+  // MPI_Init when started by mpirun (data-parallel `train`); otherwise nothing.
+  seqmix::DistributedSession mpi(&argc, &argv);
+  return mpi.finish(run(argc, argv));
 }
