@@ -533,10 +533,12 @@ TrainResult Trainer::run(int64_t crash_after_step) {
   const double session_s = std::chrono::duration<double>(Clock::now() - start).count();
   res.tokens_per_second =
       session_s > 0 ? double(step_ - first_step) * t.batch_size * data_->seq_len() / session_s : 0;
-  if (ranks_ > 1 && session_s > 0)
-    spdlog::info("gradient allreduce: {:.1f}% of the time, {:.1f} MB per rank per step",
-                 100.0 * (allreduce_seconds() - allreduce_s_before) / session_s,
+  if (ranks_ > 1 && step_ > first_step) {
+    const double ar = allreduce_seconds() - allreduce_s_before;
+    spdlog::info("gradient allreduce: {:.2f} ms per step, {:.1f}% of the time; {:.2f} MB of gradients reduced per step",
+                 1e3 * ar / static_cast<double>(step_ - first_step), session_s > 0 ? 100.0 * ar / session_s : 0.0,
                  4.0 * static_cast<double>(model_->num_parameters()) / 1e6);
+  }
   return res;
 }
 
