@@ -62,7 +62,7 @@ EOF
 MQAR=$ROOT/configs/mqar/attention.yaml
 MQAR_SET=(--set model.d_model=128 --set model.max_position_embeddings=256 --set data.seq_len=256
           --set data.num_kv_pairs=16 --set training.batch_size=64 --set data.num_train_examples=4096
-          --set data.num_test_examples=64)
+          --set data.num_test_examples=64 --set training.epochs=0 --set schedule.warmup_steps=0)
 echo
 echo "MQAR step (2 layers attention, B=64, L=256, D=128, V=8192, K=16), $STEPS steps, 1 thread per rank"
 run "mqar, 1 process" 0 "$MQAR" 10 "$STEPS" "${MQAR_SET[@]}"
@@ -77,7 +77,7 @@ rng = np.random.default_rng(0)
 rng.integers(0, 50257, 200000).astype('<u2').tofile('$WORK/train.bin')
 rng.integers(0, 50257, 20000).astype('<u2').tofile('$WORK/val.bin')"
   GPT2_SET=(--set "data.train_path=$WORK/train.bin" --set "data.val_path=$WORK/val.bin" --set data.seq_len=64
-            --set training.batch_size=4 --set training.eval_batches=1)
+            --set training.batch_size=4 --set training.eval_batches=1 --set schedule.warmup_steps=0)
   echo
   echo "GPT-2 124M step (B=4, T=64), $GPT2_STEPS steps, 1 thread per rank"
   run "gpt2, 1 process" 0 "$ROOT/configs/gpt2/gpt2_124m.yaml" 1 "$GPT2_STEPS" "${GPT2_SET[@]}"
