@@ -3,7 +3,11 @@
 // the rows of the masks one process draws for the whole batch.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/ops.h"
 #include "core/random.h"
@@ -116,6 +120,25 @@ TEST(SingleProcessWorld, WithoutALauncherTheProcessIsRankZeroOfOne) {
   allreduce_sum(x, 2);
   EXPECT_EQ(x[0], 1.5);
   EXPECT_EQ(x[1], -2.0);
+}
+
+TEST(SingleProcessWorld, AProcessARankStartedIsNotARank) {
+  // A rank's children (the runs of a `seqmix sweep` started by mpirun) inherit the
+  // launcher's variables; the rank's pid in SEQMIX_MPI_RANK_PID tells them apart.
+  const char* saved_size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  const char* saved_pid = std::getenv("SEQMIX_MPI_RANK_PID");
+  const std::string keep_size = saved_size ? saved_size : "", keep_pid = saved_pid ? saved_pid : "";
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  ::unsetenv("SEQMIX_MPI_RANK_PID");
+  EXPECT_TRUE(launched_by_mpi_launcher());
+  ::setenv("SEQMIX_MPI_RANK_PID", std::to_string(::getpid()).c_str(), 1);
+  EXPECT_TRUE(launched_by_mpi_launcher());
+  ::setenv("SEQMIX_MPI_RANK_PID", std::to_string(::getpid() + 1).c_str(), 1);
+  EXPECT_FALSE(launched_by_mpi_launcher());
+  if (saved_size) ::setenv("OMPI_COMM_WORLD_SIZE", keep_size.c_str(), 1);
+  else ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  if (saved_pid) ::setenv("SEQMIX_MPI_RANK_PID", keep_pid.c_str(), 1);
+  else ::unsetenv("SEQMIX_MPI_RANK_PID");
 }
 
 }  // namespace

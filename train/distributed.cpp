@@ -6,8 +6,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #ifdef SEQMIX_HAVE_MPI
 // The C API only: without these, mpi.h from C++ pulls in the deprecated C++ bindings,
@@ -60,7 +63,15 @@ bool built_with_mpi() {
 #endif
 }
 
+namespace {
+// Set by a rank after MPI_Init to its pid. The launcher's variables are inherited by the
+// processes a rank starts (a `seqmix sweep` rank starting `seqmix train` runs); those
+// are not ranks, and this variable, naming another process, tells them so.
+constexpr const char* kRankPidVariable = "SEQMIX_MPI_RANK_PID";
+}  // namespace
+
 bool launched_by_mpi_launcher() {
+  if (const char* owner = std::getenv(kRankPidVariable); owner && std::to_string(::getpid()) != owner) return false;
   // Open MPI's mpirun, PMIx (Slurm, Open MPI 5) and PMI-1/2 (MPICH's hydra, Slurm) launchers.
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK"})
     if (std::getenv(v)) return true;
@@ -78,6 +89,7 @@ DistributedSession::DistributedSession(int* argc, char*** argv) {
     throw std::runtime_error("MPI_Init_thread failed");
   }
   active_ = true;
+  ::setenv(kRankPidVariable, std::to_string(::getpid()).c_str(), 1);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
   MPI_Comm_dup(MPI_COMM_WORLD, &g_exit_comm);

@@ -15,7 +15,8 @@ namespace seqmix {
 bool built_with_mpi();
 
 // Whether an MPI launcher (mpirun, or srun with PMI/PMIx) started this process: its
-// environment names a world size or a rank.
+// environment names a world size or a rank, and was not inherited from a rank that
+// started this process (a rank's child is a process of its own, not a rank).
 bool launched_by_mpi_launcher();
 
 // MPI_Init in the constructor when built with MPI and launched by a launcher; otherwise
