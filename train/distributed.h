@@ -59,7 +59,7 @@ int64_t allreduce_floats();
 // gradient, sum_r weight_r * grad_r. A parameter has a gradient afterwards iff some rank
 // had one (the optimizer skips parameters without one, and all ranks must skip alike).
 // The gradients are packed into fixed-size buckets in parameter order, one allreduce
-// per bucket.
+// per bucket. With one rank the gradients are left as they are (its weight is 1).
 void allreduce_gradients(const NamedTensors& params, float weight);
 
 // Rows [begin, end) of `rows` split into `parts` near-equal slices, slice `index`: the
