@@ -48,9 +48,18 @@ class Generator {
   }
   // Reserves n counters for a parallel draw: element i uses hash_counter(seed(), start + i).
   uint64_t reserve(uint64_t n) {
-    uint64_t start = counter_;
-    counter_ += n;
+    uint64_t start = counter_ + slice_index_ * n;
+    counter_ += n * slice_count_;
     return start;
+  }
+  // Data-parallel training: this process holds slice `index` of `count` equal slices of a
+  // batch, and every tensor that reserves counters has the batch as its leading
+  // dimension. reserve(n) then gives these n elements the counters the whole batch's
+  // draw would give them, and moves past the whole batch: the draws (dropout masks)
+  // and the state are those of one process computing the whole batch.
+  void set_batch_slice(uint64_t index, uint64_t count) {
+    slice_index_ = index;
+    slice_count_ = count;
   }
   // An independent child stream (for per-example generators).
   Generator fork(uint64_t stream) const { return Generator(hash_counter(seed_ ^ 0x5EED5EEDull, stream)); }
@@ -58,6 +67,7 @@ class Generator {
  private:
   uint64_t seed_ = 0;
   uint64_t counter_ = 0;
+  uint64_t slice_index_ = 0, slice_count_ = 1;
 };
 
 }  // namespace seqmix

@@ -13,6 +13,7 @@
 #include "core/tape.h"
 #include "data/errors.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/init_from.h"
 #include "train/model_io.h"
 #include "train/run_lock.h"
@@ -45,19 +46,21 @@ int cmd_train(const TrainArgs& args) {
   std::unique_ptr<Trainer> trainer;
   std::string out_dir;
   std::unique_ptr<RunLock> lock;  // held until the run ends: one writer per directory
+  // Under mpirun, rank 0 is the writer: it alone takes the lock and prints.
+  const bool writer = world_rank() == 0;
   if (!args.resume_dir.empty()) {
     if (!args.init_from.empty()) throw std::invalid_argument("--resume continues a run; --init-from starts a new one");
     if (!args.config_path.empty())
       throw std::invalid_argument("--resume takes its configuration from the checkpoint; drop CONFIG (--set may "
                                   "change the learning rate, the schedule, the number of steps and logging)");
     out_dir = args.resume_dir;
-    lock = std::make_unique<RunLock>(out_dir);
+    if (writer) lock = std::make_unique<RunLock>(out_dir);
     trainer = Trainer::resume(out_dir, args.overrides);
   } else {
     if (args.config_path.empty()) throw std::invalid_argument("a CONFIG file (or --resume DIR) is required");
     Config cfg = load_config(args.config_path, args.overrides);
     out_dir = args.out_dir.empty() ? (fs::path("runs") / fs::path(args.config_path).stem()).string() : args.out_dir;
-    lock = std::make_unique<RunLock>(out_dir);
+    if (writer) lock = std::make_unique<RunLock>(out_dir);
     if (fs::exists(fs::path(out_dir) / "checkpoint.h5"))
       throw std::invalid_argument("'" + out_dir + "' already holds a run (checkpoint.h5): continue it with --resume " +
                                   out_dir + " or choose another --out");
@@ -66,12 +69,13 @@ int cmd_train(const TrainArgs& args) {
     if (fs::exists(fs::path(out_dir) / "metrics.jsonl"))
       throw std::invalid_argument("'" + out_dir + "' holds an earlier run's metrics.jsonl but no checkpoint to resume; "
                                   "remove the directory or choose another --out");
-    std::cout << "# resolved configuration\n" << to_yaml(cfg) << std::flush;
+    if (writer) std::cout << "# resolved configuration\n" << to_yaml(cfg) << std::flush;
     trainer = std::make_unique<Trainer>(cfg, out_dir);
     if (!args.init_from.empty()) init_weights_from(args.init_from, trainer->model(), trainer->data());
   }
   install_stop_signal_handlers();
   TrainResult r = trainer->run();
+  if (!writer) return r.stopped_by_signal ? 128 + r.stopped_by_signal : 0;
   if (r.stopped_by_signal) {
     std::cout << "stopped by " << (r.stopped_by_signal == SIGINT ? "SIGINT" : "SIGTERM") << " at step " << r.steps
               << "; checkpoint written to " << (fs::path(out_dir) / "checkpoint.h5").string()

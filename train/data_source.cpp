@@ -156,6 +156,15 @@ class TokenSource : public WindowSource<TokenDataset> {
 
 }  // namespace
 
+Batch batch_rows(const Batch& b, int64_t begin, int64_t end) {
+  const int64_t L = b.inputs.size(1);
+  const auto rows = [&](const Tensor& t) {
+    const int32_t* p = t.i32();
+    return std::vector<int32_t>(p + begin * L, p + end * L);
+  };
+  return to_batch(end - begin, L, rows(b.inputs), rows(b.labels));
+}
+
 std::unique_ptr<DataSource> make_data_source(const DataOptions& opt, int64_t batch_size, int64_t eval_batches,
                                              const Tokenizer* tokenizer, bool whole_text) {
   if (opt.kind == "tokens") return std::make_unique<TokenSource>(opt, batch_size, eval_batches);

@@ -39,6 +39,9 @@ class DataSource {
   virtual std::string describe() const = 0;
 };
 
+// Rows [begin, end) of a batch (a copy): a rank's slice of the global batch.
+Batch batch_rows(const Batch& b, int64_t begin, int64_t end);
+
 // batch_size: the training and evaluation batch; eval_batches: text and tokens, the
 // number of validation batches per evaluation (0 = the whole split).
 // tokenizer: for text, encode with this one (e.g. from a checkpoint).

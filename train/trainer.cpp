@@ -15,6 +15,7 @@
 
 #include "core/tape.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/memory_estimate.h"
 
 namespace seqmix {
@@ -120,6 +121,40 @@ std::string resume_override_refusal(const std::string& key) {
          "checkpoint_interval/early_stop_accuracy, schedule.* and logging.* may change on --resume";
 }
 
+namespace {
+
+// Rank `rank` of `ranks` evaluates its slice of the rows of every evaluation batch;
+// the sums over the slices are reduced over the ranks.
+EvalResult evaluate_on_ranks(const LanguageModel& model, const DataSource& data, int rank, int ranks) {
+  NoGradGuard no_grad;
+  Generator unused;
+  double sums[3] = {0, 0, 0};  // loss * labelled, labelled, correct
+  for (int64_t i = 0; i < data.num_eval_batches(); ++i) {
+    Batch whole = data.eval_batch(i);
+    const RowRange mine = slice_rows(whole.inputs.size(0), rank, ranks);
+    if (mine.end == mine.begin) continue;
+    Batch b = batch_rows(whole, mine.begin, mine.end);
+    LossResult r = model.loss(b.inputs, b.labels, false, unused);
+    if (r.labelled == 0) continue;
+    sums[0] += r.loss.item() * static_cast<double>(r.labelled);
+    sums[1] += static_cast<double>(r.labelled);
+    sums[2] += static_cast<double>(r.correct);
+  }
+  allreduce_sum(sums, 3);
+  EvalResult e;
+  e.labelled = static_cast<int64_t>(sums[1]);
+  e.loss = e.labelled ? sums[0] / sums[1] : 0.0;
+  e.accuracy = e.labelled ? sums[2] / sums[1] : 0.0;
+  return e;
+}
+
+}  // namespace
+
+EvalResult Trainer::evaluate_all() const {
+  if (ranks_ == 1) return evaluate(*model_, *data_);
+  return evaluate_on_ranks(*model_, *data_, rank_, ranks_);
+}
+
 EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
   NoGradGuard no_grad;
   Generator unused;
@@ -141,6 +176,14 @@ EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
 
 Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(config), out_dir_(out_dir) {
   const TrainingConfig& t = config_.training;
+  rank_ = world_rank();
+  ranks_ = world_size();
+  if (t.batch_size % ranks_ != 0)
+    throw ConfigError("training.batch_size = " + std::to_string(t.batch_size) + " does not divide among the " +
+                      std::to_string(ranks_) + " MPI ranks (mpirun -np " + std::to_string(ranks_) +
+                      "): it is the global batch, and every rank computes an equal slice of it; choose a multiple of " +
+                      std::to_string(ranks_) + " (e.g. " +
+                      std::to_string((t.batch_size + ranks_ - 1) / ranks_ * ranks_) + ") or another -np");
   // Before the data and the model allocate anything.
   check_memory_fits(config_, true, "this configuration");
   data_ = make_data_source(config_.data, t.batch_size, t.eval_batches);
@@ -166,6 +209,8 @@ Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(con
   }
   schedule_ = make_schedule(config_, total_steps_);
   dropout_gen_ = Generator(hash_counter(config_.training.seed, 0xD0D0));
+  // Each rank draws the dropout masks one process would draw for its rows of the batch.
+  dropout_gen_.set_batch_slice(static_cast<uint64_t>(rank_), static_cast<uint64_t>(ranks_));
   fs::create_directories(out_dir_);
 }
 
@@ -232,7 +277,7 @@ void Trainer::restore(const std::string& path) {
   // Metrics written after the checkpoint belong to the lost part of the run; the
   // resumed run writes them again.
   const fs::path mpath = fs::path(out_dir_) / "metrics.jsonl";
-  if (fs::exists(mpath)) {
+  if (rank_ == 0 && fs::exists(mpath)) {
     std::ifstream in(mpath);
     std::string line, kept;
     while (std::getline(in, line)) {
@@ -251,6 +296,7 @@ void Trainer::restore(const std::string& path) {
 }
 
 void Trainer::append_metrics(const std::string& line) {
+  if (rank_ != 0) return;
   std::ofstream out(fs::path(out_dir_) / "metrics.jsonl", std::ios::app);
   out << line << "\n";
 }
@@ -290,6 +336,11 @@ void Trainer::save_checkpoint(bool finished) {
   if (!model_state_finite(&bad))
     throw TrainingError("refusing to write a checkpoint at step " + std::to_string(step_) + ": " + bad +
                         " is not finite");
+  // Every rank holds the same state; rank 0 writes it.
+  if (rank_ != 0) {
+    last_saved_step_ = step_;
+    return;
+  }
   CheckpointData ck;
   ck.config_yaml = to_yaml(config_);
   ck.params = model_->named_parameters();
@@ -319,7 +370,7 @@ void Trainer::save_checkpoint(bool finished) {
 TrainResult Trainer::run(int64_t crash_after_step) {
   TrainResult res;
   const TrainingConfig& t = config_.training;
-  {
+  if (rank_ == 0) {
     std::ofstream cfg(fs::path(out_dir_) / "config.yaml");
     cfg << to_yaml(config_);
   }
@@ -328,13 +379,17 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     res.already_finished = true;
     res.steps = step_;
     res.best_valid_accuracy = best_accuracy_;
-    res.final_eval = evaluate(*model_, *data_);
+    res.final_eval = evaluate_all();
     return res;
   }
   spdlog::info("data: {}", data_->describe());
   spdlog::info("model: {} x {}, d_model {}, {} parameters", config_.model.n_layers, config_.model.mixer.type,
                config_.model.d_model, model_->num_parameters());
-  const bool tty = isatty(fileno(stderr));
+  if (ranks_ > 1)
+    spdlog::info("data-parallel on {} MPI ranks: {} sequences of the global batch of {} each", ranks_,
+                 t.batch_size / ranks_, t.batch_size);
+  const bool tty = rank_ == 0 && isatty(fileno(stderr));
+  const double allreduce_s_before = allreduce_seconds();
   const int64_t bpe = data_->batches_per_epoch();
   const int64_t eval_every = t.eval_interval > 0 ? t.eval_interval : (bpe > 0 ? bpe : total_steps_);
   const NamedTensors params = model_->named_parameters();
@@ -347,11 +402,36 @@ TrainResult Trainer::run(int64_t crash_after_step) {
 
   while (step_ < total_steps_) {
     const double lr = schedule_.at(step_);
+    // Every rank draws the whole global batch from the same stream and computes its rows.
     Batch b = data_->next_train_batch();
+    const int64_t batch_tokens = b.inputs.numel();
+    if (ranks_ > 1) {
+      const int64_t rows = b.inputs.size(0) / ranks_;
+      b = batch_rows(b, rank_ * rows, (rank_ + 1) * rows);
+    }
     LossResult r = model_->loss(b.inputs, b.labels, true, dropout_gen_);
-    const double loss = r.loss.item();
+    double loss = r.loss.item();
+    int stop_sig = stop_signal_received();
+    float grad_weight = 1.0f;
+    if (ranks_ > 1) {
+      // The loss is the mean over the global batch's labelled positions: rank r's mean
+      // weighs labelled_r / labelled in it, and so does its gradient. A stop signal
+      // that reached any rank stops them all after this step.
+      double s[5] = {r.labelled ? loss * static_cast<double>(r.labelled) : 0.0, static_cast<double>(r.labelled),
+                     static_cast<double>(r.correct), stop_sig == SIGINT ? 1.0 : 0.0,
+                     stop_sig != 0 && stop_sig != SIGINT ? 1.0 : 0.0};
+      allreduce_sum(s, 5);
+      loss = s[1] > 0 ? s[0] / s[1] : 0.0;
+      grad_weight = s[1] > 0 ? static_cast<float>(static_cast<double>(r.labelled) / s[1]) : 0.0f;
+      r.labelled = static_cast<int64_t>(s[1]);
+      r.correct = static_cast<int64_t>(s[2]);
+      stop_sig = s[3] > 0 ? SIGINT : s[4] > 0 ? SIGTERM : 0;
+    }
     if (!std::isfinite(loss)) diverged(step_ + 1, "the loss is " + std::to_string(loss), lr);
-    backward(r.loss);
+    // A slice without labelled positions contributes no gradient (its mean is 0/0).
+    if (grad_weight > 0.0f) backward(r.loss);
+    else tape().clear();
+    allreduce_gradients(params, grad_weight);
     // The norm is needed even without clipping: a non-finite gradient must not
     // reach the parameters and the Adam moments.
     const double max_norm = config_.optimizer.grad_clip > 0 ? config_.optimizer.grad_clip
@@ -366,7 +446,7 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     if (std::string bad; !model_state_finite(&bad)) diverged(step_ + 1, "the update made the " + bad + " non-finite", lr);
     ++step_;
     last_train_loss = loss;
-    window_.tokens += b.inputs.numel();
+    window_.tokens += batch_tokens;
     window_.loss_sum += loss;
     window_.labelled += r.labelled;
     window_.correct += r.correct;
@@ -389,7 +469,7 @@ TrainResult Trainer::run(int64_t crash_after_step) {
       j["elapsed_s"] = elapsed();
       std::string line;
       if (eval_now) {
-        EvalResult e = evaluate(*model_, *data_);
+        EvalResult e = evaluate_all();
         if (!std::isfinite(e.loss)) diverged(step_, "the validation loss is " + std::to_string(e.loss), lr);
         best_accuracy_ = std::max(best_accuracy_, e.accuracy);
         j["valid_loss"] = e.loss;
@@ -428,7 +508,8 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     }
     if (t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0 && step_ < total_steps_) save_checkpoint(false);
     if (step_ == crash_after_step) return res;
-    if (const int sig = stop_signal_received(); sig != 0 && step_ < total_steps_) {
+    // One process reads the flag afresh; ranks act on the flag they reduced together.
+    if (const int sig = ranks_ > 1 ? stop_sig : stop_signal_received(); sig != 0 && step_ < total_steps_) {
       if (last_saved_step_ != step_) save_checkpoint(false);
       res.stopped_by_signal = sig;
       res.steps = step_;
@@ -438,7 +519,7 @@ TrainResult Trainer::run(int64_t crash_after_step) {
       return res;
     }
   }
-  if (res.final_eval.labelled == 0) res.final_eval = evaluate(*model_, *data_);
+  if (res.final_eval.labelled == 0) res.final_eval = evaluate_all();
   if (!std::isfinite(res.final_eval.loss))
     diverged(step_, "the validation loss is " + std::to_string(res.final_eval.loss), schedule_.at(step_ - 1));
   finished_ = true;
@@ -452,6 +533,12 @@ TrainResult Trainer::run(int64_t crash_after_step) {
   const double session_s = std::chrono::duration<double>(Clock::now() - start).count();
   res.tokens_per_second =
       session_s > 0 ? double(step_ - first_step) * t.batch_size * data_->seq_len() / session_s : 0;
+  if (ranks_ > 1 && step_ > first_step) {
+    const double ar = allreduce_seconds() - allreduce_s_before;
+    spdlog::info("gradient allreduce: {:.2f} ms per step, {:.1f}% of the time; {:.2f} MB of gradients reduced per step",
+                 1e3 * ar / static_cast<double>(step_ - first_step), session_s > 0 ? 100.0 * ar / session_s : 0.0,
+                 4.0 * static_cast<double>(model_->num_parameters()) / 1e6);
+  }
   return res;
 }
 

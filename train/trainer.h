@@ -88,6 +88,8 @@ class Trainer {
   void append_metrics(const std::string& json_line);
   [[noreturn]] void diverged(int64_t at_step, const std::string& what, double lr) const;
   bool model_state_finite(std::string* bad_name) const;
+  // evaluate(), split over the MPI ranks and reduced: every rank gets the result.
+  EvalResult evaluate_all() const;
 
   Config config_;
   std::string out_dir_;
@@ -105,6 +107,7 @@ class Trainer {
   bool early_stopped_ = false;
   LogWindow window_;
   int64_t last_saved_step_ = -1;  // -1: no checkpoint on disk yet
+  int rank_ = 0, ranks_ = 1;      // this process's MPI rank and the number of ranks
 };
 
 }  // namespace seqmix

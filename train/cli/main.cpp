@@ -4,15 +4,17 @@
 #include <spdlog/spdlog.h>
 #include <iostream>
 
+#include <string>
+
 #include "train/cmd_logits.h"
 #include "train/commands.h"
+#include "train/distributed.h"
 #include "train/plot_command.h"
 #include "train/sweep.h"
 
-int main(int argc, char** argv) {
-  // Diagnostics (warnings, info lines) go to stderr, so that what a command prints on
-  // stdout (eval's JSON, logits, info) stays machine-readable.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("seqmix"));
+namespace {
+
+int run(int argc, char** argv) {
   using namespace seqmix;
   CLI::App app{"seqmix: efficient sequence models (attention, linear attention, GLA, H3, Mamba) on the CPU"};
   app.require_subcommand(1);
@@ -103,4 +105,21 @@ int main(int argc, char** argv) {
   if (*plot)
     return report_errors("plot", [&] { return cmd_plot(plot->remaining(), PlotLocations{argv[0], SEQMIX_PYTHON_SOURCE_DIR}); });
   return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Diagnostics (warnings, info lines) go to stderr, so that what a command prints on
+  // stdout (eval's JSON, logits, info) stays machine-readable.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("seqmix"));
+  // MPI_Init when `train` is started by mpirun (data-parallel training); otherwise
+  // nothing. Other commands never join an MPI job: `mpirun -np N seqmix sweep` runs one
+  // shard per rank as independent processes (docs/cluster.md), and a session would make
+  // one shard's failure abort the others.
+  if (argc > 1 && std::string(argv[1]) == "train") {
+    seqmix::DistributedSession mpi(&argc, &argv);
+    return mpi.finish(run(argc, argv));
+  }
+  return run(argc, argv);
 }
