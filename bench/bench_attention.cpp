@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <functional>
+#include <utility>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -85,9 +87,34 @@ void layers(const Args& a) {
   }
 }
 
+// CPU time of the process: on a loaded machine, tokens per CPU-second (with one thread)
+// tell two versions of a kernel apart where wall time cannot.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Median over repeats of (wall ms, CPU ms of the process) after one warm-up call.
+std::pair<double, double> wall_and_cpu_ms(const std::function<void()>& f, int repeats) {
+  f();
+  std::vector<double> w, c;
+  for (int i = 0; i < repeats; ++i) {
+    const double c0 = cpu_seconds();
+    const auto a = std::chrono::steady_clock::now();
+    f();
+    w.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    c.push_back(1e3 * (cpu_seconds() - c0));
+  }
+  std::sort(w.begin(), w.end());
+  std::sort(c.begin(), c.end());
+  return {w[w.size() / 2], c[c.size() / 2]};
+}
+
 // Raw dnnl_sgemm on the block shapes the fused kernel issues, n_calls of them spread over
 // the threads as the kernel spreads its tasks; returns GFLOP/s.
-double sgemm_gflops(char ta, char tb, int64_t M, int64_t N, int64_t K, int64_t n_calls, int reps) {
+std::pair<double, double> sgemm_gflops(char ta, char tb, int64_t M, int64_t N, int64_t K, int64_t n_calls,
+                                       int reps) {
   const int nt = omp_get_max_threads();
   std::vector<std::vector<float>> A(nt), Bm(nt), C(nt);
   for (int t = 0; t < nt; ++t) {
@@ -95,7 +122,7 @@ double sgemm_gflops(char ta, char tb, int64_t M, int64_t N, int64_t K, int64_t n
     Bm[t].assign(K * N, 0.25f);
     C[t].assign(M * N, 0.f);
   }
-  const double ms = bench::median_ms(
+  const auto [wall, cpu] = wall_and_cpu_ms(
       [&] {
 #pragma omp parallel for schedule(static)
         for (int64_t c = 0; c < n_calls; ++c) {
@@ -105,7 +132,8 @@ double sgemm_gflops(char ta, char tb, int64_t M, int64_t N, int64_t K, int64_t n
         }
       },
       reps);
-  return 2.0 * M * N * K * n_calls / (ms * 1e6);
+  const double flops = 2.0 * M * N * K * n_calls;
+  return {flops / (wall * 1e6), flops / (cpu * 1e6)};
 }
 
 void kernel(const Args& a) {
@@ -118,39 +146,39 @@ void kernel(const Args& a) {
   // forward (scores, P V), five in the backward (scores again, dP, dV, dK, dQ).
   const double pairs = double(B) * H * L * (L + 1) / 2;
   const double fwd_flops = 2.0 * 2 * pairs * dh, bwd_flops = 2.0 * 5 * pairs * dh;
-  const double fwd = bench::median_ms(
+  const auto [fwd, fwd_cpu] = wall_and_cpu_ms(
       [&] {
         NoGradGuard ng;
         causal_attention(qkv, H, 0.0, drop);
       },
       a.reps);
-  const double both = bench::median_ms(
+  const auto [both, both_cpu] = wall_and_cpu_ms(
       [&] {
         Tensor o = causal_attention(qkv, H, 0.0, drop);
         backward(sum(o));
         qkv.zero_grad();
       },
       a.reps);
-  std::printf("\n## fused attention core, B=%lld L=%lld H=%lld dh=%lld (causal FLOPs only)\n", (long long)B,
-              (long long)L, (long long)H, (long long)dh);
-  std::printf("kernel forward          %8.1f ms %8.1f GFLOP/s\n", fwd, fwd_flops / (fwd * 1e6));
-  std::printf("kernel forward+backward %8.1f ms %8.1f GFLOP/s\n", both, (fwd_flops + bwd_flops) / (both * 1e6));
-  // The kernel works on 64 x 64 blocks: Q K^T is (64 x dh) (dh x 64), P V (64 x 64) (64 x dh).
-  const int64_t blocks = B * H * (L / 64) * (L / 64 + 1) / 2;
-  std::printf("raw dnnl_sgemm 64x64x%lld N,T (scores) %8.1f GFLOP/s\n", (long long)dh,
-              sgemm_gflops('N', 'T', 64, 64, dh, blocks, a.reps));
-  std::printf("raw dnnl_sgemm 64x%lldx64 N,N (P V)    %8.1f GFLOP/s\n", (long long)dh,
-              sgemm_gflops('N', 'N', 64, dh, 64, blocks, a.reps));
-  std::printf("raw dnnl_sgemm %lldx%lldx%lld N,T (one head, dense) %8.1f GFLOP/s\n", (long long)L, (long long)L,
-              (long long)dh, sgemm_gflops('N', 'T', L, L, dh, B * H, a.reps));
-}
-
-// CPU time of the process: on a loaded machine, tokens per CPU-second (with one thread)
-// tell two versions of a kernel apart where wall time cannot.
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  // GFLOP/s per wall second, and per CPU second of the process (what the kernel gets out of
+  // the cycles it is given: on a loaded machine the two differ; with several threads the
+  // CPU time includes OpenMP's waiting).
+  std::printf("\n## fused attention core, B=%lld L=%lld H=%lld dh=%lld (causal FLOPs only; GFLOP/s per wall s, per CPU s)\n",
+              (long long)B, (long long)L, (long long)H, (long long)dh);
+  std::printf("kernel forward          %8.1f ms %8.1f GFLOP/s %8.1f GFLOP/cpu-s\n", fwd, fwd_flops / (fwd * 1e6),
+              fwd_flops / (fwd_cpu * 1e6));
+  std::printf("kernel forward+backward %8.1f ms %8.1f GFLOP/s %8.1f GFLOP/cpu-s\n", both,
+              (fwd_flops + bwd_flops) / (both * 1e6), (fwd_flops + bwd_flops) / (both_cpu * 1e6));
+  // The kernel's products: scores Q K^T (bq x dh)(dh x bk), P V (bq x bk)(bk x dh), as raw
+  // sgemm calls on matching blocks, and one head's dense scores as a single large call.
+  const int64_t bq = attention_block_rows(), calls = B * H * (L / bq) * (L / bq + 1) / 2;
+  auto row = [&](const char* what, char ta, char tb, int64_t M, int64_t N, int64_t K, int64_t n) {
+    const auto [w, c] = sgemm_gflops(ta, tb, M, N, K, n, a.reps);
+    std::printf("raw dnnl_sgemm %-28s %lldx%lldx%lld %c,%c %8.1f GFLOP/s %8.1f GFLOP/cpu-s\n", what, (long long)M,
+                (long long)N, (long long)K, ta, tb, w, c);
+  };
+  row("scores block", 'N', 'T', bq, bq, dh, calls);
+  row("P V block", 'N', 'N', bq, dh, bq, calls);
+  row("one head, dense", 'N', 'T', L, L, dh, B * H);
 }
 
 void decode(const Args& a) {

@@ -48,7 +48,7 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "--- round $r, load $(cut -d' ' -f1 /proc/loadavg)"
   OMP_NUM_THREADS=$THREADS "$BENCH" layers --mixers "$MIXERS" --reps 5 | tee -a "$WORK/seqmix.txt" | grep '^layer'
   for h in 1 4; do
-    torch_run $h --only "$MIXERS" --decode-ctx "" | sed "s/^  \([a-z_]*\) /torch h$h \1 /" |
+    torch_run $h --only "$MIXERS" --decode-ctx "" | sed "s/^  \([a-z_0-9]*\) /torch h$h \1 /" |
       tee -a "$WORK/torch.txt" | grep '^torch h'
   done
   if [[ ",$MIXERS," == *,attention,* ]]; then
