@@ -36,6 +36,7 @@ trap 'rm -rf "$WORK"' EXIT
 echo "compare_mixers_torch: $(date -u '+%Y-%m-%d %H:%M UTC'), $THREADS threads, $ROUNDS rounds"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "simd flags: $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|fma)' | tr '\n' ' ')"
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} (inherited by both; passive stops idle threads spinning against other processes)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 torch_run() {  # heads, extra args...
