@@ -55,7 +55,7 @@ for r in $(seq 1 "$ROUNDS"); do
   if [[ ",$MIXERS," == *,attention,* ]]; then
     OMP_NUM_THREADS=$THREADS "$BENCH" decode --ctx "$CTX" | tee -a "$WORK/seqmix.txt" | grep '^decode'
     for h in 1 4; do
-      torch_run $h --only attention --decode-ctx "$CTX" | grep -A1 -E '^ +[0-9]+k ctx' | tail -1 |
+      torch_run $h --only attention --no-layers --decode-ctx "$CTX" | grep -A1 -E '^ +[0-9]+k ctx' | tail -1 |
         sed "s/^ *attention/torch decode h$h/" | tee -a "$WORK/torch.txt"
     done
   fi

@@ -404,6 +404,7 @@ def main():
     ap.add_argument("--heads", type=int, default=1,
                     help="heads of attention and linear attention (default 1; seqmix's benches use 4)")
     ap.add_argument("--no-train", action="store_true", help="skip the MQAR training step")
+    ap.add_argument("--no-layers", action="store_true", help="skip the layer forward+backward timings")
     ap.add_argument("--decode-ctx", default="1024,8192", help="decode context lengths (default 1024,8192)")
     ap.add_argument("--repeats", type=int, help="timed repeats of the vectorised forms")
     args = ap.parse_args()
@@ -441,6 +442,8 @@ def main():
            "malloc_keeps_freed_memory": tuned, "layers": {}, "decode": {}}
     x = torch.randn(b, l, d, requires_grad=True)
     for name, (layer, (w, r), _) in layers.items():
+        if args.no_layers:
+            break
         if name == "attention_sdpa" and not has_sdpa:
             print(f"  {name:18s} n/a (torch < 2.0 has no scaled_dot_product_attention)")
             continue
