@@ -63,7 +63,7 @@ inline void store_lanes(T* p, typename Lanes<T>::type v) {
 
 // Scores of up to kBlock keys starting at key j0 (a multiple of the tile): s[c] = scale q . k_{j0+c}
 // for c < nk, from whole tiles (the keys past nk in the last tile are computed and dropped).
-// A full block runs four tiles side by side: four independent accumulators hide the
+// Groups of four tiles run side by side: four independent accumulators hide the
 // multiply-add latency (4 cycles, 2 per cycle issued) that one accumulator would expose.
 template <class T>
 void tile_scores(T* s, const T* q, const T* Kt, int64_t j0, int64_t nk, int64_t dh, T scale) {
@@ -71,23 +71,24 @@ void tile_scores(T* s, const T* q, const T* Kt, int64_t j0, int64_t nk, int64_t 
   using V = typename Lanes<T>::type;
   const T* t0 = Kt + key_tile_offset(j0, 0, dh);  // tiles follow each other, dh * W apart
   const int64_t ts = dh * W;
-  if (nk == 4 * W) {
+  int64_t c0 = 0;
+  for (; c0 + 4 * W <= nk; c0 += 4 * W) {
     V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    const T* t = t0 + (c0 / W) * ts;
     for (int64_t e = 0; e < dh; ++e) {
       const T qe = q[e];
-      const T* k = t0 + e * W;
+      const T* k = t + e * W;
       a0 += qe * load_lanes(k);
       a1 += qe * load_lanes(k + ts);
       a2 += qe * load_lanes(k + 2 * ts);
       a3 += qe * load_lanes(k + 3 * ts);
     }
-    store_lanes(s, scale * a0);
-    store_lanes(s + W, scale * a1);
-    store_lanes(s + 2 * W, scale * a2);
-    store_lanes(s + 3 * W, scale * a3);
-    return;
+    store_lanes(s + c0, scale * a0);
+    store_lanes(s + c0 + W, scale * a1);
+    store_lanes(s + c0 + 2 * W, scale * a2);
+    store_lanes(s + c0 + 3 * W, scale * a3);
   }
-  for (int64_t c0 = 0; c0 < nk; c0 += W) {
+  for (; c0 < nk; c0 += W) {  // the last tiles of the cache, one at a time
     V a = {};
     const T* tile = t0 + (c0 / W) * ts;
     for (int64_t e = 0; e < dh; ++e) a += q[e] * load_lanes(tile + e * W);
