@@ -400,34 +400,50 @@ def main():
     ap.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
     ap.add_argument("--plain-malloc", action="store_true",
                     help="leave glibc malloc at its defaults (see keep_freed_memory)")
+    ap.add_argument("--only", help="comma-separated layers to run (default: all), e.g. attention,h3")
+    ap.add_argument("--heads", type=int, default=1,
+                    help="heads of attention and linear attention (default 1; seqmix's benches use 4)")
+    ap.add_argument("--no-train", action="store_true", help="skip the MQAR training step")
+    ap.add_argument("--no-layers", action="store_true", help="skip the layer forward+backward timings")
+    ap.add_argument("--decode-ctx", default="1024,8192", help="decode context lengths (default 1024,8192)")
+    ap.add_argument("--repeats", type=int, help="timed repeats of the vectorised forms")
     args = ap.parse_args()
     tuned = False if args.plain_malloc else keep_freed_memory()
     threads = int(os.environ.get("OMP_NUM_THREADS", 2))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     b, l, d = 8, 1024, 256
-    fast = (1, 2) if args.quick else (2, 7)   # (warm-up, repeats) for vectorised forms
+    fast = (1, 2) if args.quick else (2, args.repeats or 7)   # (warm-up, repeats) for vectorised forms
     slow = (0, 1) if args.quick else (1, 3)   # for the Python loops over L
     dec_steps, dec_windows = (32, 1) if args.quick else (128, 3)
     has_sdpa = hasattr(F, "scaled_dot_product_attention")
 
     layers = {  # name: (module, reps, decode-able)
-        "attention": (Attention(d, 1), fast, True),
-        "attention_sdpa": (Attention(d, 1, use_sdpa=True), fast, False),
-        "linear_attention": (LinearAttention(d, 1), fast, True),
+        "attention": (Attention(d, args.heads), fast, True),
+        "attention_sdpa": (Attention(d, args.heads, use_sdpa=True), fast, False),
+        "linear_attention": (LinearAttention(d, args.heads), fast, True),
         "gla": (GLA(d, mode="recurrent"), slow, True),
         "gla_chunk": (GLA(d, mode="chunk"), fast, False),
         "h3": (H3(d), fast, True),
         "mamba": (Mamba(d), slow, True),
     }
+    if args.only:
+        keep = args.only.split(",")
+        unknown = [k for k in keep if k not in layers]
+        if unknown:
+            ap.error(f"--only: unknown layer(s) {unknown}; known: {list(layers)}")
+        layers = {k: v for k, v in layers.items() if k in keep}
+    contexts = [int(c) for c in args.decode_ctx.split(",") if c]
     load = round(os.getloadavg()[0], 2)  # other work on the machine distorts OpenMP timings badly
     print(f"torch {torch.__version__}, {threads} threads, load average {load}, "
           f"malloc {'keeps freed memory' if tuned else 'default'}; "
-          f"layer fwd+bwd at B={b} L={l} D={d} float32")
+          f"layer fwd+bwd at B={b} L={l} D={d} float32, attention heads {args.heads}")
     res = {"threads": threads, "torch": torch.__version__, "load_average": load,
            "malloc_keeps_freed_memory": tuned, "layers": {}, "decode": {}}
     x = torch.randn(b, l, d, requires_grad=True)
     for name, (layer, (w, r), _) in layers.items():
+        if args.no_layers:
+            break
         if name == "attention_sdpa" and not has_sdpa:
             print(f"  {name:18s} n/a (torch < 2.0 has no scaled_dot_product_attention)")
             continue
@@ -435,19 +451,21 @@ def main():
         res["layers"][name] = {"ms": round(ms, 2), "tokens_per_s": round(b * l / ms * 1e3, 1)}
         print(f"  {name:18s} {ms:10.1f} ms  {b * l / ms * 1e3:12.0f} tokens/s", flush=True)
 
-    w, r = (1, 2) if args.quick else (2, 5)
-    res["train_step_ms"] = round(bench_train_step(w, r), 2)
-    print(f"MQAR train step (2 attention layers, B=64 L=256 D=128 V=8192, AdamW): "
-          f"{res['train_step_ms']:.1f} ms", flush=True)
+    if not args.no_train:
+        w, r = (1, 2) if args.quick else (2, 5)
+        res["train_step_ms"] = round(bench_train_step(w, r), 2)
+        print(f"MQAR train step (2 attention layers, B=64 L=256 D=128 V=8192, AdamW): "
+              f"{res['train_step_ms']:.1f} ms", flush=True)
 
-    print(f"decode, batch 1, D={d}, median of {dec_windows} x {dec_steps} single-token steps (tokens/s):")
-    print(f"  {'':18s} {'1k ctx':>12s} {'8k ctx':>12s}")
+    if contexts and any(dec for _, _, dec in layers.values()):
+        print(f"decode, batch 1, D={d}, median of {dec_windows} x {dec_steps} single-token steps (tokens/s):")
+        print(f"  {'':18s}" + "".join(f" {f'{n // 1024}k ctx':>12s}" for n in contexts))
     for name, (layer, _, decodes) in layers.items():
-        if not decodes:
+        if not decodes or not contexts:
             continue
-        r = {k: round(bench_decode(layer, n, dec_steps, d, dec_windows), 1) for k, n in (("1k", 1024), ("8k", 8192))}
+        r = {f"{n // 1024}k": round(bench_decode(layer, n, dec_steps, d, dec_windows), 1) for n in contexts}
         res["decode"][name] = r
-        print(f"  {name:18s} {r['1k']:12.0f} {r['8k']:12.0f}", flush=True)
+        print(f"  {name:18s}" + "".join(f" {v:12.0f}" for v in r.values()), flush=True)
     res["load_average_end"] = round(os.getloadavg()[0], 2)
     print(f"load average at the end {res['load_average_end']} (this run alone adds about 2; with "
           f"2 threads, any other busy process makes the small OpenMP ops of the loops wait)")

@@ -1,16 +1,14 @@
 // Causal multi-head softmax attention (docs/mixers.md#attention): parameters, the parallel form
 // and the KV-cache recurrent form.
 #include "layers/attention.h"
-#include "layers/mamba_math.h"
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "core/ops.h"
 #include "core/tape.h"
-#include "core/gemm.h"
+#include "layers/attention_decode.h"
 #include "layers/attention_kernel.h"
 
 namespace seqmix {
@@ -64,17 +62,26 @@ std::unique_ptr<MixerState> AttentionMixer::init_state(int64_t batch) const {
 
 namespace {
 
-// Grows the cache (batch, H, capacity, dh) so that it holds at least `need` tokens.
+// Grows the cache (batch, H, capacity, dh) so that it holds at least `need` tokens,
+// doubling, so that a sequence of n steps copies O(n) tokens in all. The capacity stays
+// a multiple of the key tile. New memory is left untouched (zeroing it all would fault in
+// pages the cache may never use: 64 MB at 16k tokens, ~200 ms on this VM); the step
+// zeroes each key tile when its first key is written, since the decode kernel reads
+// whole tiles and the unused keys of the last one must be finite.
 void reserve_cache(AttentionState& s, int64_t H, int64_t dh, int64_t need, DType dt) {
   if (need <= s.capacity) return;
-  const int64_t cap = std::max<int64_t>({16, 2 * s.capacity, need});
+  int64_t cap = std::max<int64_t>({kDecodeKeyTile, 2 * s.capacity, need});
+  cap = (cap + kDecodeKeyTile - 1) / kDecodeKeyTile * kDecodeKeyTile;
+  // Keys are tiled (key_tile_offset), values row-major; either way a head's first
+  // ceil(t / 16) * 16 tokens are one contiguous run that does not depend on the capacity.
+  const int64_t used = (s.t + kDecodeKeyTile - 1) / kDecodeKeyTile * kDecodeKeyTile * dh;
   for (Tensor* c : {&s.k_cache, &s.v_cache}) {
     Tensor grown = Tensor::empty({s.batch, H, cap, dh}, dt);
     if (s.capacity > 0)
       dispatch_float(dt, "attention step", [&](auto tag) {
         using T = decltype(tag);
         for (int64_t bh = 0; bh < s.batch * H; ++bh)
-          std::copy_n(c->data<T>() + bh * s.capacity * dh, s.t * dh, grown.data<T>() + bh * cap * dh);
+          std::copy_n(c->data<T>() + bh * s.capacity * dh, used, grown.data<T>() + bh * cap * dh);
       });
     *c = grown;
   }
@@ -109,29 +116,14 @@ Tensor AttentionMixer::step(MixerState& state, const Tensor& x_t) const {
       const T* q = qkv_p + b * 3 * D + h * dh;
       T* K = kc + bh * cap * dh;
       T* V = vc + bh * cap * dh;
+      if (t % kDecodeKeyTile == 0) std::fill_n(K + key_tile_offset(t, 0, dh), kDecodeKeyTile * dh, T(0));
       for (int64_t e = 0; e < dh; ++e) {
-        K[t * dh + e] = qkv_p[b * 3 * D + D + h * dh + e];
+        K[key_tile_offset(t, e, dh)] = qkv_p[b * 3 * D + D + h * dh + e];
         V[t * dh + e] = qkv_p[b * 3 * D + 2 * D + h * dh + e];
       }
-      // Softmax over the cache with the maximum subtracted: scores = scale * q K^T
-      // and out = p V as two GEMVs (oneDNN's sgemm for float; it needs no
-      // per-shape primitive, and the cache length changes every step).
-      std::vector<T> sc(t + 1);
-      gemm_ld(false, true, 1, t + 1, dh, static_cast<T>(scale), q, dh, K, dh, T(0), sc.data(), t + 1);
-      T mx = -INFINITY;
-      for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, sc[j]);
-      T denom = 0;
-      if constexpr (std::is_same_v<T, float>) {
-        // Every argument is <= 0: the branch-free exp of mamba_math vectorises
-        // (libm's expf does not).
-#pragma omp simd reduction(+ : denom)
-        for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = mamba_math::exp_neg_f32(sc[j] - mx));
-      } else {
-        for (int64_t j = 0; j <= t; ++j) denom += (sc[j] = std::exp(sc[j] - mx));
-      }
-      std::vector<T> acc(dh);
-      gemm_ld(false, false, 1, dh, t + 1, T(1), sc.data(), t + 1, V, dh, T(0), acc.data(), dh);
-      for (int64_t e = 0; e < dh; ++e) op[b * D + h * dh + e] = static_cast<T>(acc[e] / denom);
+      // One pass over this head's cache: scores, running maximum, exp-sum and the
+      // weighted values, written straight into the output row.
+      attention_decode_head(op + b * D + h * dh, q, K, V, t + 1, dh, static_cast<T>(scale));
     }
   });
   s->t = t + 1;

@@ -18,8 +18,8 @@ namespace seqmix {
 struct AttentionState : MixerState {
   int64_t batch = 0;
   int64_t capacity = 0;  // tokens the cache can hold before it grows (doubling)
-  Tensor k_cache;        // (batch, H, capacity, dh)
-  Tensor v_cache;        // (batch, H, capacity, dh)
+  Tensor k_cache;        // (batch, H, capacity, dh), keys tiled per head (layers/attention_decode.h)
+  Tensor v_cache;        // (batch, H, capacity, dh), row-major per head
 };
 
 // The rules on the options, shared by the config check and the constructor:

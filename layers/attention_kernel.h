@@ -36,4 +36,8 @@ enum class AttentionBackwardAlgo {
 Tensor causal_attention(const Tensor& qkv, int64_t num_heads, double dropout_p, Generator& gen,
                         AttentionBackwardAlgo algo = AttentionBackwardAlgo::automatic);
 
+// The rows of a query (and key) block of the kernel, for benchmarks and tests that aim at
+// its block boundaries.
+int64_t attention_block_rows();
+
 }  // namespace seqmix

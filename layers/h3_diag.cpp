@@ -215,17 +215,49 @@ inline void prefetch_cols(const T* row, int64_t first, int64_t count, bool write
   }
 }
 
-// i1, i2: the channel index arrays offset to the run's first channel.
+// Head width 1 (H3's default) makes the channel index the identity: i1[j] = i2[j] =
+// c0 + j. The loops below then take unit-stride pointers instead of index arrays, which
+// GCC vectorises (an indexed store may alias, so the indexed loops stay scalar; they
+// were a third of the backward at D = 256). Same operations in the same order: the same
+// bits either way.
+struct Cols {
+  const int64_t* i1;  // the channel index arrays offset to the run's first channel
+  const int64_t* i2;
+  int64_t c0;         // the run's first channel (and column, when contiguous)
+  bool contiguous;
+};
+
 template <class T>
-inline void gather_u(T* u, const T* kt_row, const T* v_row, const int64_t* i1, const int64_t* i2, int64_t nc) {
-  for (int64_t j = 0; j < nc; ++j) u[j] = kt_row[i1[j]] * v_row[i2[j]];
+inline void gather_u(T* u, const T* kt_row, const T* v_row, const Cols& cs, int64_t nc) {
+  if (cs.contiguous) {
+    const T* a = kt_row + cs.c0;
+    const T* b = v_row + cs.c0;
+#pragma omp simd
+    for (int64_t j = 0; j < nc; ++j) u[j] = a[j] * b[j];
+    return;
+  }
+  for (int64_t j = 0; j < nc; ++j) u[j] = kt_row[cs.i1[j]] * v_row[cs.i2[j]];
+}
+
+// acc[col(j)] += a[col'(j)] * w[j] for the index pairs (i1 -> i2 or i2 -> i1) of a run.
+template <class T>
+inline void scatter_mul(T* acc_row, const int64_t* to, const T* a_row, const int64_t* from, const T* w, const Cols& cs,
+                        int64_t nc) {
+  if (cs.contiguous) {
+    T* d = acc_row + cs.c0;
+    const T* a = a_row + cs.c0;
+#pragma omp simd
+    for (int64_t j = 0; j < nc; ++j) d[j] += a[j] * w[j];
+    return;
+  }
+  for (int64_t j = 0; j < nc; ++j) acc_row[to[j]] += a_row[from[j]] * w[j];
 }
 
 // o[t, h*dh+d2] = sum_d1 q[t, h*dh+d1] y[t,h,d1,d2]; the sum over d1 runs in
 // increasing channel order here and in the step.
 template <class T>
-inline void contract_q(T* o_row, const T* q_row, const T* y, const int64_t* i1, const int64_t* i2, int64_t nc) {
-  for (int64_t j = 0; j < nc; ++j) o_row[i2[j]] += q_row[i1[j]] * y[j];
+inline void contract_q(T* o_row, const T* q_row, const T* y, const Cols& cs, int64_t nc) {
+  scatter_mul(o_row, cs.i2, q_row, cs.i1, y, cs, nc);
 }
 
 // What the diagonal kernels share: the global table and the channel index.
@@ -248,8 +280,7 @@ void diag_forward_task(const Task& tk, std::vector<T>& scratch, T* o, T* ysave, 
   const int64_t C = e.C, Nh = e.Nh, nck = (L + kChunk - 1) / kChunk;
   const int64_t nc = kW > 0 ? kW : tk.nc, ld = 2 * nc, c0 = tk.c0;
   const int64_t col0 = tk.h0 * dh, ncol = (tk.h1 - tk.h0) * dh;
-  const int64_t* i1 = e.i1 + c0;
-  const int64_t* i2 = e.i2 + c0;
+  const Cols cs{e.i1 + c0, e.i2 + c0, c0, dh == 1};
   T* xs = scratch.data();            // (Nh, 2, nc)
   T* u = xs + Nh * ld;               // (nc)
   T* y = u + nc;                     // (nc)
@@ -273,12 +304,12 @@ void diag_forward_task(const Task& tk, std::vector<T>& scratch, T* o, T* ysave, 
         std::memcpy(dst + n * 2 * C + C + c0, xs + n * ld + nc, nc * sizeof(T));
       }
     }
-    gather_u(u, kt + row * D, v + row * D, i1, i2, nc);
+    gather_u(u, kt + row * D, v + row * D, cs, nc);
     diag_step<T, true, kW>(y, xs, xs + nc, ld, u, cf, Nh, nc);
     if (ysave) std::memcpy(ysave + row * C + c0, y, nc * sizeof(T));
     T* o_row = o + row * D;
     std::fill(o_row + col0, o_row + col0 + ncol, T(0));
-    contract_q(o_row, q + row * D, y, i1, i2, nc);
+    contract_q(o_row, q + row * D, y, cs, nc);
   }
 }
 
@@ -340,6 +371,7 @@ void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T
   const int64_t col0 = tk.h0 * dh, ncol = (tk.h1 - tk.h0) * dh;
   const int64_t* i1 = e.i1 + c0;
   const int64_t* i2 = e.i2 + c0;
+  const Cols cs{i1, i2, c0, dh == 1};
   if (dq) {  // o = sum_d1 q y:  dq[h*dh+d1] += sum_d2 dout[h*dh+d2] y[h,d1,d2]
     for (int64_t t = 0; t < L; ++t) {
       const int64_t row = tk.b * L + t;
@@ -349,8 +381,7 @@ void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T
         prefetch_cols(dout + pf * D, col0, ncol, false);
         prefetch_cols(ysave + pf * C, c0, nc, false);
       }
-      const T* yr = ysave + row * C + c0;
-      for (int64_t j = 0; j < nc; ++j) dq[row * D + i1[j]] += dout[row * D + i2[j]] * yr[j];
+      scatter_mul(dq + row * D, i1, dout + row * D, i2, ysave + row * C + c0, cs, nc);
     }
   }
   if (!need_adjoint) return;
@@ -382,7 +413,7 @@ void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T
       }
       T* cur = xs + (t - t0 + 1) * S;
       std::memcpy(cur, cur - S, S * sizeof(T));
-      gather_u(u, kt + row * D, v + row * D, i1, i2, nc);
+      gather_u(u, kt + row * D, v + row * D, cs, nc);
       diag_step<T, false, kW>(nullptr, cur, cur + nc, ld, u, cf, Nh, nc);
     }
     std::fill(acc, acc + kPartRows * Nh * nc, T(0));
@@ -397,12 +428,20 @@ void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T
       }
       const T* q_row = q + row * D;
       const T* do_row = dout + row * D;
-      gather_u(u, kt + row * D, v + row * D, i1, i2, nc);
-      for (int64_t j = 0; j < nc; ++j) {
-        const T g = do_row[i2[j]] * q_row[i1[j]];  // dy from o = sum_d1 q y
+      gather_u(u, kt + row * D, v + row * D, cs, nc);
+      // dy from o = sum_d1 q y: g = dout[h*dh+d2] q[h*dh+d1]
+      auto dy = [&](int64_t j, T g) {
         g2[j] = 2 * g;
         du[j] = cf.d[j] * g;
         accD[j] += static_cast<double>(g) * static_cast<double>(u[j]);
+      };
+      if (cs.contiguous) {
+        const T* dr = do_row + c0;
+        const T* qr = q_row + c0;
+#pragma omp simd
+        for (int64_t j = 0; j < nc; ++j) dy(j, dr[j] * qr[j]);
+      } else {
+        for (int64_t j = 0; j < nc; ++j) dy(j, do_row[i2[j]] * q_row[i1[j]]);
       }
       const T* xprev = xs + (t - t0) * S;
       const T* xcur = xprev + S;
@@ -429,10 +468,8 @@ void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T
         }
       }
       // u = kt[h*dh+d1] v[h*dh+d2]
-      if (dkt)
-        for (int64_t j = 0; j < nc; ++j) dkt[row * D + i1[j]] += du[j] * v[row * D + i2[j]];
-      if (dv)
-        for (int64_t j = 0; j < nc; ++j) dv[row * D + i2[j]] += du[j] * kt[row * D + i1[j]];
+      if (dkt) scatter_mul(dkt + row * D, i1, v + row * D, i2, du, cs, nc);
+      if (dv) scatter_mul(dv + row * D, i2, kt + row * D, i1, du, cs, nc);
     }
     for (int64_t i = 0; i < kPartRows * Nh * nc; ++i) accd[i] += acc[i];
     // The first rows of the chunk recomputed next.
@@ -665,9 +702,8 @@ Tensor h3_core_step(H3CoreState& s, const Tensor& q, const Tensor& k, const Tens
     for (int64_t it = 0; it < grid.n_tasks; ++it) {
       const Task tk = grid.at(it, H, dh);
       std::vector<T> u(tk.nc), y(tk.nc);
-      const int64_t* i1 = e.i1 + tk.c0;
-      const int64_t* i2 = e.i2 + tk.c0;
-      gather_u(u.data(), kt.data() + tk.b * D, V + tk.b * D, i1, i2, tk.nc);
+      const Cols cs{e.i1 + tk.c0, e.i2 + tk.c0, tk.c0, dh == 1};
+      gather_u(u.data(), kt.data() + tk.b * D, V + tk.b * D, cs, tk.nc);
       T* xr = xs + tk.b * Nh * 2 * C + tk.c0;
       const Coefs<T> cf = window_coefs(e.tab, e.dexp, Nh, C, tk.c0);
       if (tk.nc == kLanes)
@@ -676,7 +712,7 @@ Tensor h3_core_step(H3CoreState& s, const Tensor& q, const Tensor& k, const Tens
         diag_step<T, true, 0>(y.data(), xr, xr + C, 2 * C, u.data(), cf, Nh, tk.nc);
       T* o_row = O + tk.b * D;
       std::fill(o_row + tk.h0 * dh, o_row + tk.h1 * dh, T(0));
-      contract_q(o_row, Q + tk.b * D, y.data(), i1, i2, tk.nc);
+      contract_q(o_row, Q + tk.b * D, y.data(), cs, tk.nc);
     }
     // Shift the buffer of past k values: row 0 becomes the current k.
     for (int64_t b = 0; b < Bn; ++b) {

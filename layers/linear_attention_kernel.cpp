@@ -32,6 +32,7 @@
 #include "layers/linear_attention_kernel.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -39,6 +40,7 @@
 
 #include "core/tape.h"
 #include "core/gemm.h"
+#include "layers/mamba_math.h"
 
 namespace seqmix {
 
@@ -72,6 +74,21 @@ inline T phi_grad_from_phi(T f) {
   return f < T(1) ? f : T(1);
 }
 
+// dst[i] = phi(src[i]) for i < n. float: the branch-free exp of mamba_math (1.7 ulp) and a
+// selection on bit patterns, so that the loop vectorises (libm's expf, one scalar call
+// per element, was 6% of the layer's time); float64 (gradient checks): phi() with libm.
+inline void phi_row(float* dst, const float* src, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = src[i];
+    const int32_t pos = -static_cast<int32_t>(std::bit_cast<int32_t>(x) > 0);  // all ones iff x > 0
+    dst[i] = mamba_math::select_bits(pos, x + 1.0f, mamba_math::exp_neg_f32(mamba_math::select_bits(pos, 0.0f, x)));
+  }
+}
+inline void phi_row(double* dst, const double* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = phi(src[i]);
+}
+
 // Fq, Fk: (B, H, L, d) = phi of q, k: (B, L, D); Vp: (B, H, L, d + 1) = [v, 1].
 template <class T>
 void pack_features(T* Fq, T* Fk, T* Vp, const T* q, const T* k, const T* v, const Dims& dm) {
@@ -82,11 +99,9 @@ void pack_features(T* Fq, T* Fk, T* Vp, const T* q, const T* k, const T* v, cons
     for (int64_t h = 0; h < dm.H; ++h) {
       const int64_t src = row * dm.D + h * d;
       const int64_t dst = ((b * dm.H + h) * dm.L + t);
-      for (int64_t i = 0; i < d; ++i) {
-        Fq[dst * d + i] = phi(q[src + i]);
-        Fk[dst * d + i] = phi(k[src + i]);
-        Vp[dst * (d + 1) + i] = v[src + i];
-      }
+      phi_row(Fq + dst * d, q + src, d);
+      phi_row(Fk + dst * d, k + src, d);
+      std::copy_n(v + src, d, Vp + dst * (d + 1));
       Vp[dst * (d + 1) + d] = T(1);
     }
   }
