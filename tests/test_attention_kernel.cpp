@@ -17,6 +17,7 @@
 #include "layers/attention_kernel.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/mixer_testing.h"
+#include "tests/support/op_testing.h"
 #include "tests/support/reference_attention.h"
 
 using namespace seqmix;
@@ -62,7 +63,7 @@ TEST(AttentionKernel, MatchesReferenceAtBlockBoundaries) {
 // over key blocks all cross the boundary.
 TEST(AttentionKernel, GradCheckFloat64AcrossABlockBoundary) {
   const int64_t R = attention_block_rows(), L = R + 3, D = 10, H = 2;  // dh = 5
-  SingleThread one;  // thousands of tiny evaluations: a thread team per call costs more than each
+  ThreadCount one(1);  // thousands of tiny evaluations: a thread team per call costs more than each
   for (double p : {0.0, 0.25}) {
     Generator gen(7);
     Tensor qkv = rand_f64({1, L, 3 * D}, gen, -1.5, 1.5);

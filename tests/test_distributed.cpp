@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "tests/support/command_testing.h"
+#include "tests/support/op_testing.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -161,23 +162,14 @@ Difference difference(const NamedTensors& a, const NamedTensors& b) {
   return d;
 }
 
-bool bit_equal(const NamedTensors& a, const NamedTensors& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].first != b[i].first || a[i].second.numel() != b[i].second.numel() ||
-        std::memcmp(a[i].second.f32(), b[i].second.f32(), size_t(a[i].second.numel()) * sizeof(float)) != 0)
-      return false;
-  return true;
-}
-
 CheckpointData checkpoint(const fs::path& run) { return read_checkpoint((run / "checkpoint.h5").string()); }
 
 // Parameters, Adam moments, step and the /train state (the data and dropout streams).
 void expect_same_checkpoint_bits(const fs::path& a, const fs::path& b) {
   const CheckpointData ca = checkpoint(a), cb = checkpoint(b);
-  EXPECT_TRUE(bit_equal(ca.params, cb.params));
-  EXPECT_TRUE(bit_equal(ca.adam_m, cb.adam_m));
-  EXPECT_TRUE(bit_equal(ca.adam_v, cb.adam_v));
+  EXPECT_TRUE(seqmix::testing::same_values(ca.params, cb.params));
+  EXPECT_TRUE(seqmix::testing::same_values(ca.adam_m, cb.adam_m));
+  EXPECT_TRUE(seqmix::testing::same_values(ca.adam_v, cb.adam_v));
   EXPECT_EQ(ca.optimizer_step, cb.optimizer_step);
   for (const auto& [k, v] : ca.train_u64)
     if (k.rfind("log_window", 0) != 0) {
