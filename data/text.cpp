@@ -1,6 +1,7 @@
 #include "data/text.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -121,19 +122,24 @@ Tokenizer Tokenizer::build(const std::string& kind, std::string_view corpus) {
   Tokenizer t;
   t.kind_ = kind;
   if (kind == "byte") return t;
-  // Distinct code points: a bitmap over the Unicode range (136 KB) keeps this
-  // linear in the corpus size.
-  std::vector<bool> seen(0x110000, false);
+  // Distinct code points: a bitmap keeps this linear in the corpus size. It
+  // grows to the largest code point seen, 64 code points a word, and is read a
+  // set bit at a time: a whole-Unicode table (1.1M entries) cost more than
+  // tokenizing a short text.
+  std::vector<uint64_t> seen(2, 0);  // ASCII
   size_t i = 0;
   char32_t cp;
   while (i < corpus.size()) {
     if (!decode_utf8(corpus, i, cp))
       throw DataError("tokenizer (char): the text is " + invalid_utf8_message(corpus, i));
-    seen[cp] = true;
+    const size_t word = cp / 64;
+    if (word >= seen.size()) seen.resize(std::max(word + 1, 2 * seen.size()), 0);
+    seen[word] |= uint64_t{1} << (cp % 64);
   }
   std::string vocab;
-  for (char32_t c = 0; c < 0x110000; ++c)
-    if (seen[c]) append_utf8(vocab, c);
+  for (size_t w = 0; w < seen.size(); ++w)
+    for (uint64_t bits = seen[w]; bits != 0; bits &= bits - 1)
+      append_utf8(vocab, static_cast<char32_t>(64 * w + std::countr_zero(bits)));
   if (vocab.empty()) throw DataError("tokenizer (char): the text is empty, so is the vocabulary");
   return from_vocabulary(kind, vocab);
 }

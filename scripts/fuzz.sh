@@ -6,19 +6,28 @@
 #   scripts/fuzz.sh                 30 seconds per target (what scripts/test.sh runs)
 #   scripts/fuzz.sh --seconds 600   a longer bounded run
 #   scripts/fuzz.sh --runs 1000000  1,000,000 executions per target (docs/reliability.md)
+#   scripts/fuzz.sh --runs 1000000 fuzz_text fuzz_config   only the targets named
 #
 # Any crash, sanitizer report, leak or timeout fails the script; libFuzzer saves
 # the input under build-fuzz/crashes/<target>/, to be turned into a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage="usage: $0 [--seconds N | --runs N] [TARGET...]"
+all=(fuzz_config fuzz_checkpoint fuzz_recall fuzz_text fuzz_token_file)
 limit=(-max_total_time=30)
 case "${1:-}" in
-  --seconds) limit=(-max_total_time="$2") ;;
-  --runs) limit=(-runs="$2") ;;
-  "") ;;
-  *) echo "usage: $0 [--seconds N | --runs N]" >&2; exit 2 ;;
+  --seconds) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; limit=(-max_total_time="$2"); shift 2 ;;
+  --runs) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; limit=(-runs="$2"); shift 2 ;;
+  -*) echo "$usage" >&2; exit 2 ;;
 esac
-targets=(fuzz_config fuzz_checkpoint fuzz_recall fuzz_text fuzz_token_file)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
+for t in "${targets[@]}"; do
+  case " ${all[*]} " in
+    *" $t "*) ;;
+    *) echo "$0: unknown target '$t'; the targets are ${all[*]}" >&2; exit 2 ;;
+  esac
+done
 
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DSEQMIX_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j2 --target "${targets[@]}"
@@ -86,7 +95,11 @@ for t in "${targets[@]}"; do
     status=1
     echo "$t FAILED: see build-fuzz/$t.log and $crashes/" >&2
   fi
-  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "build-fuzz/$t.log" | tr '\n' ' '
-  echo "seconds: $(( $(date +%s) - start ))"
+  seconds=$(( $(date +%s) - start ))
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "build-fuzz/$t.log")
+  rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "build-fuzz/$t.log")
+  echo "executions: ${runs:-?}  seconds: $seconds  exec/s: $(( ${runs:-0} / (seconds > 0 ? seconds : 1) ))" \
+       " peak RSS: ${rss:-?} MB  corpus: $(ls "$corpus" | wc -l) files" \
+       " crashes: $(ls "$crashes" | wc -l)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 exit $status

@@ -143,6 +143,32 @@ TEST(Tokenizer, VocabularyTravelsAsUtf8) {
   EXPECT_THROW(Tokenizer::from_vocabulary("byte", "abc"), DataError);
 }
 
+// The vocabulary against its naive twin (a std::set of the code points), on texts
+// whose code points sit on the edges of the tokenizer's 64-bit bitmap words, of
+// UTF-8 lengths and of Unicode, and spread over all of Unicode.
+TEST(Tokenizer, VocabularyIsTheSortedDistinctCodePointsOfTheText) {
+  Generator rng(11);
+  const std::vector<char32_t> edges = {0, 1, 63, 64, 65, 127, 128, 0x7FF, 0x800, 0xD7FF, 0xE000,
+                                       0xFFFF, 0x10000, 0x10FFFF};
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<char32_t> cps;
+    if (trial < 14) cps = {edges[trial], edges[trial]};  // one character, alone
+    else if (trial == 14) cps = edges;
+    else
+      for (int k = 0; k < 500 * trial; ++k) {
+        const char32_t c = static_cast<char32_t>(rng.next_u64() % 0x110000);
+        if (c < 0xD800 || c > 0xDFFF) cps.push_back(c);
+      }
+    std::reverse(cps.begin(), cps.end());  // not already in order
+    std::string text;
+    for (char32_t c : cps) append_utf8(text, c);
+    const std::set<char32_t> naive(cps.begin(), cps.end());
+    const Tokenizer t = Tokenizer::build("char", text);
+    ASSERT_EQ(t.code_points(), std::vector<char32_t>(naive.begin(), naive.end())) << "trial " << trial;
+    EXPECT_EQ(t.decode(t.encode(text)), text) << "trial " << trial;
+  }
+}
+
 TEST(Utf8, StrictValidation) {
   EXPECT_EQ(utf8_invalid_offset("plain ascii"), std::string_view::npos);
   EXPECT_EQ(utf8_invalid_offset("é ✓ 𝄞 \U0010FFFF"), std::string_view::npos);
