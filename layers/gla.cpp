@@ -8,6 +8,7 @@
 
 #include "core/ops.h"
 #include "core/tape.h"
+#include "layers/gla_kernel.h"
 #include "layers/gla_math.h"
 
 namespace seqmix {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/tape.h"
-#include "layers/gla.h"
+#include "layers/gla_kernel.h"
 #include "layers/gla_math.h"
 
 namespace seqmix {

@@ -40,7 +40,7 @@
 
 #include "core/gemm.h"
 #include "core/tape.h"
-#include "layers/gla.h"
+#include "layers/gla_kernel.h"
 #include "layers/gla_math.h"
 
 namespace seqmix {

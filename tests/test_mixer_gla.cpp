@@ -23,6 +23,7 @@
 #include "core/ops.h"
 #include "core/tape.h"
 #include "layers/gla.h"
+#include "layers/gla_kernel.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/mixer_testing.h"
 #include "tests/support/reference_gla.h"

@@ -693,7 +693,7 @@ set: [logging.log_interval=1, training.steps=4, training.eval_interval=2]
 
 // SIGTERM (or Ctrl-C) on a sweep stops its trainings with a checkpoint instead of
 // leaving them running as orphans, and running the sweep again resumes them.
-TEST(SweepCommand, SigtermStopsTheRunningTrainingsWithACheckpointAndASecondSweepResumesThem) {
+TEST(SweepCommand, SigtermStopsTheRunningTrainingsWithACheckpointAndListsThemPending) {
   const fs::path dir = temp_dir("sigterm");
   std::ofstream(dir / "config.yaml") << kConfig;
   std::ofstream(dir / "sweep.yaml") << R"(
