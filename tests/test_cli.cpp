@@ -104,6 +104,21 @@ TEST(Cli, TrainRefusesToOverwriteARun) {
   fs::remove_all(dir);
 }
 
+// logging.level is applied: warn keeps a training's progress lines (info) out, info shows them.
+TEST(Cli, LoggingLevelOfTheConfigIsApplied) {
+  const fs::path dir = temp_dir("loglevel");
+  const std::string cfg = write_config(dir);
+  const std::string run_args = " --set training.steps=20 --set training.eval_interval=10 --set logging.log_interval=5";
+  const Result warn = run("train " + cfg + run_args + " --set logging.level=warn --out " + (dir / "warn").string());
+  ASSERT_EQ(warn.code, 0) << warn.out;
+  EXPECT_EQ(warn.out.find("[info]"), std::string::npos) << warn.out;
+  EXPECT_NE(warn.out.find("done: 20 steps"), std::string::npos) << warn.out;  // the result is not a log line
+  const Result info = run("train " + cfg + run_args + " --out " + (dir / "info").string());
+  ASSERT_EQ(info.code, 0) << info.out;
+  EXPECT_NE(info.out.find("[info] step 5/20"), std::string::npos) << info.out;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, ConfigErrorsNameFileLineAndSuggestion) {
   const fs::path dir = temp_dir("cfgerr");
   std::string text = kConfig;

@@ -21,6 +21,15 @@
 
 namespace seqmix {
 
+namespace {
+
+// logging.level of the config: the least severe log line a training prints (progress lines
+// are info; warn keeps only warnings and errors). Other ranks of an MPI job stay at warn.
+void apply_log_level(const Config& c) { spdlog::set_level(spdlog::level::from_str(c.logging.level)); }
+
+}  // namespace
+
+
 namespace fs = std::filesystem;
 
 int report_errors(const std::string& command, const std::function<int()>& f) {
@@ -56,6 +65,7 @@ int cmd_train(const TrainArgs& args) {
     out_dir = args.resume_dir;
     if (writer) lock = std::make_unique<RunLock>(out_dir);
     trainer = Trainer::resume(out_dir, args.overrides);
+    if (writer) apply_log_level(trainer->config());
   } else {
     if (args.config_path.empty()) throw std::invalid_argument("a CONFIG file (or --resume DIR) is required");
     Config cfg = load_config(args.config_path, args.overrides);
@@ -70,6 +80,7 @@ int cmd_train(const TrainArgs& args) {
       throw std::invalid_argument("'" + out_dir + "' holds an earlier run's metrics.jsonl but no checkpoint to resume; "
                                   "remove the directory or choose another --out");
     if (writer) std::cout << "# resolved configuration\n" << to_yaml(cfg) << std::flush;
+    if (writer) apply_log_level(cfg);
     trainer = std::make_unique<Trainer>(cfg, out_dir);
     if (!args.init_from.empty()) init_weights_from(args.init_from, trainer->model(), trainer->data());
   }
