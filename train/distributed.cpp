@@ -152,10 +152,19 @@ void allreduce_sum(float* data, int64_t n) {
 #endif
 }
 
+#ifdef SEQMIX_HAVE_MPI
+namespace {
+// The few doubles a step reduces (losses, counts, flags): one message, no bucketing.
+void allreduce_doubles(double* data, int64_t n, MPI_Op op) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, op, MPI_COMM_WORLD), "allreduce");
+}
+}  // namespace
+#endif
+
 void allreduce_sum(double* data, int64_t n) {
   if (g_size == 1) return;
 #ifdef SEQMIX_HAVE_MPI
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "allreduce");
+  allreduce_doubles(data, n, MPI_SUM);
 #else
   (void)data;
   (void)n;
@@ -165,7 +174,7 @@ void allreduce_sum(double* data, int64_t n) {
 void allreduce_max(double* data, int64_t n) {
   if (g_size == 1) return;
 #ifdef SEQMIX_HAVE_MPI
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "allreduce");
+  allreduce_doubles(data, n, MPI_MAX);
 #else
   (void)data;
   (void)n;
