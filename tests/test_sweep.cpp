@@ -86,6 +86,16 @@ training: {steps: 8, batch_size: 16, eval_interval: 4, seed: 1}
 logging: {log_interval: 4, level: info}
 )";
 
+TEST(SweepThreads, ChildrenShareTheCoresUnlessTheUserSetAThreadCount) {
+  EXPECT_EQ(child_thread_count(nullptr, 8, 2), "4");
+  EXPECT_EQ(child_thread_count(nullptr, 2, 4), "1");  // more jobs than cores: one each
+  EXPECT_EQ(child_thread_count("3", 8, 2), "3");
+  // A blank OMP_NUM_THREADS is unset, not passed on: libgomp would reject it and give
+  // every child all the cores (two jobs on two cores ran four threads).
+  EXPECT_EQ(child_thread_count("", 2, 2), "1");
+  EXPECT_EQ(child_thread_count("  ", 8, 4), "2");
+}
+
 TEST(SweepEta, UnknownUntilARunFinishesThenSchedulesTheRestOnTheSlots) {
   auto ones = [](int n) { return std::vector<double>(static_cast<size_t>(n), 1.0); };
   EXPECT_LT(estimate_eta_seconds({}, {{3.0, 1.0}}, ones(4), 2), 0);

@@ -301,6 +301,14 @@ std::vector<SweepPoint> expand_grid(const SweepSpec& spec) {
   return points;
 }
 
+std::string child_thread_count(const char* omp_num_threads, long cores, int jobs) {
+  if (omp_num_threads) {
+    const std::string v(omp_num_threads);
+    if (v.find_first_not_of(" \t") != std::string::npos) return v;
+  }
+  return std::to_string(std::max(1L, std::max(1L, cores) / std::max(1, jobs)));
+}
+
 int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
   // argv[0] may be a bare name found on PATH; the kernel knows the real file.
   std::error_code ec;
@@ -338,12 +346,10 @@ int cmd_sweep(const SweepArgs& args, const std::string& binary_arg) {
   // Children share the cores: unless the user chose, each gets cores / jobs threads. The
   // cores are those this process may run on (a Slurm task's allocation, a taskset), not
   // every core of the machine, which a cluster node shares among jobs.
-  const char* user_threads = std::getenv("OMP_NUM_THREADS");
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   cpu_set_t allowed;
   if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) cores = CPU_COUNT(&allowed);
-  cores = std::max(1L, cores);
-  const std::string threads = user_threads ? user_threads : std::to_string(std::max(1L, cores / args.jobs));
+  const std::string threads = child_thread_count(std::getenv("OMP_NUM_THREADS"), cores, args.jobs);
 
   std::vector<std::string> status(points.size(), "pending");
   std::vector<Job> running;

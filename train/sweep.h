@@ -89,6 +89,11 @@ std::string results_csv_header(const SweepSpec& spec);
 // A CSV field: quoted when it holds a comma, a quote or a newline.
 std::string csv_escape(const std::string& s);
 
+// OMP_NUM_THREADS for each child: the user's value when set and not blank, else the
+// cores divided among the jobs (at least 1). A blank value (`OMP_NUM_THREADS= seqmix
+// sweep`) counts as unset: passed on, libgomp rejects it and each child takes every core.
+std::string child_thread_count(const char* omp_num_threads, long cores, int jobs);
+
 int cmd_sweep(const SweepArgs& args, const std::string& seqmix_binary);
 
 }  // namespace seqmix
