@@ -76,6 +76,16 @@ TEST(MemoryEstimate, AbsurdConfigsAreRefusedBeforeAnythingIsAllocated) {
   EXPECT_GT(estimate_memory(small, true).activation_bytes, 0);
 }
 
+TEST(MemoryEstimate, EachMpiRankBudgetsOnlyItsSliceOfTheGlobalBatch) {
+  const Config c = parse_config(kBase, "base.yaml");
+  const MemoryEstimate one = estimate_memory(c, true), four = estimate_memory(c, true, 4);
+  EXPECT_DOUBLE_EQ(static_cast<double>(four.activation_bytes), static_cast<double>(one.activation_bytes / 4));
+  // Weights, moments and data are whole on every rank.
+  EXPECT_EQ(four.weights_bytes, one.weights_bytes);
+  EXPECT_EQ(four.optimizer_bytes, one.optimizer_bytes);
+  EXPECT_EQ(four.data_bytes, one.data_bytes);
+}
+
 TEST(TensorSizes, OverflowingShapesAreRefusedNotWrapped) {
   const int64_t big = int64_t{1} << 40;
   EXPECT_THROW(shape_numel({big, big}), ShapeError);

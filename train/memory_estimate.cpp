@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -74,7 +75,7 @@ long double model_parameter_count(const ModelOptions& m) {
   return n;
 }
 
-MemoryEstimate estimate_memory(const Config& c, bool training) {
+MemoryEstimate estimate_memory(const Config& c, bool training, int64_t ranks) {
   MemoryEstimate e;
   const ModelOptions& m = c.model;
   e.parameters = model_parameter_count(m);
@@ -83,7 +84,7 @@ MemoryEstimate estimate_memory(const Config& c, bool training) {
   e.optimizer_bytes = training ? e.parameters * f * 2 : 0;
   const bool text = c.data.kind == "text";
   const ld L = text ? c.data.text.seq_len : c.data.recall.seq_len;
-  const ld B = c.training.batch_size;
+  const ld B = ld(c.training.batch_size) / ld(std::max<int64_t>(1, ranks));  // this process's rows
   // One step: every layer's saved activations, plus logits, their softmax and gradient.
   const ld per_token = (training ? ld(m.n_layers) * layer_activation_floats(m) : 2 * layer_activation_floats(m)) +
                        3.0L * m.vocab_size;
@@ -101,8 +102,8 @@ long double machine_memory_bytes() {
   return pages > 0 && page > 0 ? ld(pages) * ld(page) : 0;
 }
 
-void check_memory_fits(const Config& c, bool training, const std::string& what) {
-  const MemoryEstimate e = estimate_memory(c, training);
+void check_memory_fits(const Config& c, bool training, const std::string& what, int64_t ranks) {
+  const MemoryEstimate e = estimate_memory(c, training, ranks);
   const ld have = machine_memory_bytes();
   if (have <= 0 || e.total_bytes() <= have) return;
   char params[64];

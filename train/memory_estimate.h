@@ -32,13 +32,15 @@ struct MemoryEstimate {
 
 // training: a training run (gradients, moments, activations of a step, data);
 // otherwise evaluation of a loaded model (weights and one forward pass).
-MemoryEstimate estimate_memory(const Config& config, bool training);
+// ranks: the MPI ranks training.batch_size (the global batch) is split among; each
+// process keeps the activations of its own batch_size / ranks rows only.
+MemoryEstimate estimate_memory(const Config& config, bool training, int64_t ranks = 1);
 
 // Physical memory of this machine in bytes (0 if unknown).
 long double machine_memory_bytes();
 
 // Throws std::invalid_argument "<what> needs X GiB (parameters ..., ...), this
 // machine has Y GiB" when the estimate exceeds the machine's memory.
-void check_memory_fits(const Config& config, bool training, const std::string& what);
+void check_memory_fits(const Config& config, bool training, const std::string& what, int64_t ranks = 1);
 
 }  // namespace seqmix

@@ -185,7 +185,7 @@ Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(con
                       std::to_string(ranks_) + " (e.g. " +
                       std::to_string((t.batch_size + ranks_ - 1) / ranks_ * ranks_) + ") or another -np");
   // Before the data and the model allocate anything.
-  check_memory_fits(config_, true, "this configuration");
+  check_memory_fits(config_, true, "this configuration", ranks_);
   data_ = make_data_source(config_.data, t.batch_size, t.eval_batches);
   if (data_->vocab_size() > config_.model.vocab_size)
     throw std::invalid_argument("model.vocab_size = " + std::to_string(config_.model.vocab_size) +
