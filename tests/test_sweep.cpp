@@ -180,6 +180,61 @@ grid:
   fs::remove_all(dir);
 }
 
+// An option of one mixer (H3's head_dim) rides on the mixer axis: null leaves it unset in
+// the other rows, whose configs would refuse it; their run names stay as without the key.
+TEST(SweepGrid, NullLeavesAKeyUnsetInItsRow) {
+  const fs::path dir = temp_dir("unset");
+  std::ofstream(dir / "config.yaml") << R"(
+model:
+  vocab_size: 64
+  d_model: 16
+  max_position_embeddings: 32
+  mixer: {type: attention}
+data: {kind: recall, task: mqar, vocab_size: 64, seq_len: 32, num_kv_pairs: 4, num_train_examples: 1024, num_test_examples: 64, seed: 3}
+training: {steps: 8, batch_size: 16, eval_interval: 4, seed: 1}
+)";
+  auto write_sweep = [&](const std::string& rows) {
+    std::ofstream(dir / "sweep.yaml") << "base: config.yaml\ngrid:\n"
+                                      << "  model.mixer.type, model.max_position_embeddings, model.mixer.head_dim: " << rows
+                                      << "\n  optimizer.lr: [0.001, 0.003]\n";
+  };
+  write_sweep("[[attention, 32, ~], [h3, 0, 2], [gla, 0, null]]");
+  const SweepSpec spec = load_sweep((dir / "sweep.yaml").string());
+  const std::vector<SweepPoint> points = expand_grid(spec);
+  ASSERT_EQ(points.size(), 6u);
+  EXPECT_EQ(points[0].name, "type=attention,max_position_embeddings=32,lr=0.001");
+  EXPECT_EQ(points[3].name, "type=h3,max_position_embeddings=0,head_dim=2,lr=0.003");
+  EXPECT_EQ(points[4].name, "type=gla,max_position_embeddings=0,lr=0.001");
+  EXPECT_EQ(point_overrides(spec, points[0]),
+            (std::vector<std::string>{"model.mixer.type=attention", "model.max_position_embeddings=32",
+                                      "optimizer.lr=0.001"}));
+  EXPECT_EQ(load_config(spec.base_config, point_overrides(spec, points[3])).model.mixer.h3.head_dim, 2);
+  EXPECT_EQ(load_config(spec.base_config, point_overrides(spec, points[4])).model.mixer.type, "gla");
+  // The key in every row: attention has no head_dim, and the sweep says which run is wrong.
+  write_sweep("[[attention, 32, 2], [h3, 0, 2]]");
+  try {
+    load_sweep((dir / "sweep.yaml").string());
+    ADD_FAILURE() << "head_dim for attention was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("run type=attention,max_position_embeddings=32,head_dim=2,lr=0.001 has an "
+                                         "invalid config"),
+              std::string::npos)
+        << e.what();
+  }
+  // An empty string is not null: it is refused rather than read as "unset".
+  write_sweep("[[attention, 32, ''], [h3, 0, 2]]");
+  try {
+    load_sweep((dir / "sweep.yaml").string());
+    ADD_FAILURE() << "an empty grid value was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), (dir / "sweep.yaml").string() +
+                                         ":3: grid.model.mixer.type, model.max_position_embeddings, "
+                                         "model.mixer.head_dim has an empty value; write null (or ~) to leave the "
+                                         "key unset in a row");
+  }
+  fs::remove_all(dir);
+}
+
 TEST(SweepGrid, MalformedLinkedKeysAreRefusedWithFileAndLine) {
   const fs::path dir = temp_dir("badlinked");
   std::ofstream(dir / "config.yaml") << kConfig;

@@ -116,13 +116,6 @@ void write_results(const fs::path& dir, const std::string& file, const SweepSpec
   fs::rename(tmp, path);
 }
 
-// The overrides that make a point's config: the sweep's common ones, then the grid's.
-std::vector<std::string> point_overrides(const SweepSpec& spec, const SweepPoint& p) {
-  std::vector<std::string> ov = spec.common_overrides;
-  for (const auto& [k, v] : p.values) ov.push_back(k + "=" + v);
-  return ov;
-}
-
 // wall_s of a result.json; 0 for an unreadable one (results.csv reports it).
 double recorded_wall_s(const fs::path& result) {
   try {
@@ -202,19 +195,25 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ex
     if (!kv.second.IsSequence() || kv.second.size() == 0)
       throw ConfigError(where(path, kv.second) + ": grid." + name + " must be a non-empty list");
     const size_t n = axis.keys.size();
+    // One grid value: a scalar, or null (~) for "leave this key unset in this row".
+    auto value = [&](const YAML::Node& x) -> std::string {
+      if (x.IsNull()) return kGridUnset;
+      if (!x.IsScalar()) throw ConfigError(where(path, x) + ": grid." + name + " values must be scalars");
+      const std::string s = x.as<std::string>();
+      if (s == kGridUnset)
+        throw ConfigError(where(path, x) + ": grid." + name +
+                          " has an empty value; write null (or ~) to leave the key unset in a row");
+      return s;
+    };
     for (const auto& v : kv.second) {
       std::vector<std::string> tuple;
       if (n == 1) {
-        if (!v.IsScalar()) throw ConfigError(where(path, v) + ": grid." + name + " values must be scalars");
-        tuple.push_back(v.as<std::string>());
+        tuple.push_back(value(v));
       } else {
         if (!v.IsSequence() || v.size() != n)
           throw ConfigError(where(path, v) + ": grid." + name + " names " + std::to_string(n) +
                             " keys, so each value must be a list of " + std::to_string(n) + " scalars, one per key");
-        for (const auto& x : v) {
-          if (!x.IsScalar()) throw ConfigError(where(path, x) + ": grid." + name + " values must be scalars");
-          tuple.push_back(x.as<std::string>());
-        }
+        for (const auto& x : v) tuple.push_back(value(x));
       }
       axis.values.push_back(tuple);
     }
@@ -252,13 +251,20 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ex
   std::map<std::string, std::string> seen;
   for (const SweepPoint& p : expand_grid(spec)) {
     std::string desc;
-    for (const auto& [k, v] : p.values) desc += (desc.empty() ? "" : ", ") + k + "=" + v;
+    for (const auto& [k, v] : p.values) desc += (desc.empty() ? "" : ", ") + k + "=" + (v == kGridUnset ? "~" : v);
     auto [it, fresh] = seen.emplace(p.name, desc);
     if (!fresh)
       throw ConfigError(path + ": the runs {" + it->second + "} and {" + desc + "} would share the directory '" +
                         p.name + "'; make the grid values differ in letters, digits or ._=,-");
   }
   return spec;
+}
+
+std::vector<std::string> point_overrides(const SweepSpec& spec, const SweepPoint& p) {
+  std::vector<std::string> ov = spec.common_overrides;
+  for (const auto& [k, v] : p.values)
+    if (v != kGridUnset) ov.push_back(k + "=" + v);
+  return ov;
 }
 
 std::string csv_escape(const std::string& s) {
@@ -295,7 +301,10 @@ std::vector<SweepPoint> expand_grid(const SweepSpec& spec) {
   }
   for (SweepPoint& p : points) {
     std::string name;
-    for (const auto& [k, v] : p.values) name += (name.empty() ? "" : ",") + leaf(k) + "=" + v;
+    // An unset key stays out of the name, so that adding a key for one row of an axis
+    // (an option of one mixer) leaves the other rows' directories, and their results, as they were.
+    for (const auto& [k, v] : p.values)
+      if (v != kGridUnset) name += (name.empty() ? "" : ",") + leaf(k) + "=" + v;
     p.name = sanitize(name);
   }
   return points;

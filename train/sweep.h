@@ -18,6 +18,12 @@
 //     data.seq_len, data.num_kv_pairs: [[64, 4], [128, 8], [256, 16]]
 //     model.mixer.type, model.max_position_embeddings: [[attention, 256], [gla, 0]]
 //
+// A value of null (~) leaves its key unset in that row: the base config's value (or the
+// default) applies, the key is not part of the run's directory name, and its results.csv
+// field is empty. It sets an option of one mixer only, which the other mixers would refuse:
+//
+//     model.mixer.type, model.mixer.head_dim: [[attention, ~], [h3, 2]]
+//
 // Each run is a child process `seqmix train BASE --set ... --out DIR/RUN` with its
 // output in DIR/RUN/log.txt, so a crash or a bad point fails that run only. A run
 // whose result.json exists is skipped; one with a checkpoint but no result is
@@ -59,9 +65,12 @@ struct SweepArgs {
   bool collect = false;             // --collect: merge the shards' rows, run nothing
 };
 
+// The value of a grid key left unset in a row (null in the sweep file).
+inline const std::string kGridUnset;
+
 struct SweepPoint {
   std::string name;  // directory name, e.g. "type=gla,d_model=64,lr=0.001"
-  std::vector<std::pair<std::string, std::string>> values;  // (key, value) in grid order
+  std::vector<std::pair<std::string, std::string>> values;  // (key, value or kGridUnset) in grid order
 };
 
 // One axis of the grid: one key, or several keys whose values move together.
@@ -83,6 +92,10 @@ struct SweepSpec {
 SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& extra_overrides = {});
 // The cartesian product of the axes, the last axis varying fastest.
 std::vector<SweepPoint> expand_grid(const SweepSpec& spec);
+
+// The overrides that make a point's config: the sweep's common ones, then the grid's
+// (an unset key adds none).
+std::vector<std::string> point_overrides(const SweepSpec& spec, const SweepPoint& p);
 
 // The first line of results.csv: run, the grid keys, status, then the results.
 std::string results_csv_header(const SweepSpec& spec);
