@@ -182,6 +182,19 @@ training: {steps: 3, batch_size: 4, eval_interval: 3, eval_batches: 2}
   fs::remove_all(dir);
 }
 
+// A number option below its bound is refused naming the option, the bound and the value.
+TEST(Cli, NumberOptionsBelowTheirBoundSayWhich) {
+  const Result jobs = run("sweep " + std::string(SEQMIX_SOURCE_DIR) + "/configs/sweeps/mqar.yaml --jobs 0");
+  EXPECT_NE(jobs.code, 0);
+  EXPECT_NE(jobs.out.find("--jobs: must be at least 1, got 0"), std::string::npos) << jobs.out;
+  const Result temp = run("sample no_such_run --prompt a --temperature -1");
+  EXPECT_NE(temp.code, 0);
+  EXPECT_NE(temp.out.find("--temperature: must be at least 0, got -1"), std::string::npos) << temp.out;
+  const Result word = run("sample no_such_run --prompt a --top-k many");
+  EXPECT_NE(word.code, 0);
+  EXPECT_NE(word.out.find("many"), std::string::npos) << word.out;
+}
+
 TEST(Cli, SweepRunsTheGridSkipsFinishedRunsAndRecordsFailures) {
   const fs::path dir = temp_dir("sweep");
   write_config(dir);

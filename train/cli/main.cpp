@@ -13,6 +13,20 @@
 
 namespace {
 
+// A number option's lower bound, said plainly: CLI11's PositiveNumber and NonNegativeNumber
+// report "Value 0 not in range 0 to 1.79769e+308".
+CLI::Validator at_least(int64_t lo) {
+  const std::string bound = std::to_string(lo);
+  return CLI::Validator(
+      [lo, bound](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        if (!(v >= static_cast<double>(lo))) return "must be at least " + bound + ", got " + s;
+        return std::string();
+      },
+      ">=" + bound);
+}
+
 int run(int argc, char** argv) {
   using namespace seqmix;
   CLI::App app{"seqmix: efficient sequence models (attention, linear attention, GLA, H3, Mamba) on the CPU"};
@@ -48,10 +62,10 @@ int run(int argc, char** argv) {
   sample->add_option("CHECKPOINT", sample_args.checkpoint, "checkpoint.h5 or a run directory")->required();
   sample->add_option("--prompt", sample_args.prompt, "Prompt text (token ids for a recall-task model)")->required();
   sample->add_option("--max-new-tokens", sample_args.options.max_new_tokens, "Tokens to generate")
-      ->check(CLI::NonNegativeNumber);
-  sample->add_option("--temperature", sample_args.options.temperature, "0 is greedy")->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
+  sample->add_option("--temperature", sample_args.options.temperature, "0 is greedy")->check(at_least(0));
   sample->add_option("--top-k", sample_args.options.top_k, "Sample among the k most likely (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   sample->add_option("--seed", sample_args.options.seed, "Sampling seed");
 
   LogitsArgs logits_args;
@@ -67,7 +81,7 @@ int run(int argc, char** argv) {
   SweepArgs sweep_args;
   auto* sweep = app.add_subcommand("sweep", "Run a grid of experiments and collect results.csv");
   sweep->add_option("SWEEP", sweep_args.sweep_path, "Sweep YAML: base config + grid")->required()->check(CLI::ExistingFile);
-  sweep->add_option("--jobs", sweep_args.jobs, "Runs in parallel")->check(CLI::PositiveNumber);
+  sweep->add_option("--jobs", sweep_args.jobs, "Runs in parallel")->check(at_least(1));
   sweep->add_option("--out", sweep_args.out_dir, "Sweep directory (default: runs/<sweep name>)");
   sweep->add_option("--set", sweep_args.overrides,
                     "Override a config key in every run, e.g. --set training.steps=100 for a quick look (repeatable)")
@@ -75,7 +89,7 @@ int run(int argc, char** argv) {
       ->allow_extra_args(false);
   sweep->add_option("--progress-interval", sweep_args.progress_interval_s,
                     "Seconds between progress lines while runs are going (0: only when a run starts or ends)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   auto* shard = sweep->add_option("--shard", sweep_args.shard,
                                   "Run only shard I of N (I from 0: 0/4 ... 3/4), rows in results.shard-I-of-N.csv; "
                                   "default in a Slurm job array: its task's shard");
