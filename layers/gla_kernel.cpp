@@ -1,6 +1,19 @@
-// gla_chunk_attention (layers/gla.h): the chunked recurrence of gated linear attention,
-// forward and backward side by side. Backward accumulates (+=) into gradient buffers
-// (the tape zeroes them once per step) and skips inputs that need no gradient.
+// gla_chunk_attention (layers/gla.h): the recurrence of gated linear attention in two
+// forms, each with its forward and backward side by side: the chunked form (chunks of 64
+// positions, below) and the recurrent form (step by step, further down), chosen by the
+// head size (kRecurrentState). Backward accumulates (+=) into gradient buffers (the tape
+// zeroes them once per step) and skips inputs that need no gradient.
+//
+// Why two: the chunked form does about C/2 (dk + dv) multiply-adds per position and head
+// in chunk-sized products, the recurrent form 2 dk dv forward (about 7 dk dv backward) in
+// loops over dv. At small heads (the Zoology study: dk 4..16, dv 8..32) the recurrent form
+// does less work and has no per-chunk overhead: one thread, B=64, L=64, H=4, dk 4, dv 8,
+// forward+backward 1.0 ms against the chunked form's 16.8 (bench/bench_gla.cpp). It stays
+// ahead up to dk dv = 4096 (dk = dv = 64); above that its state no longer fits the caches.
+// Both keep only the states entering each chunk of 64 positions for the backward, and
+// both give the same results for any number of threads.
+//
+// ---------------- the chunked form ----------------
 //
 // Notation for one (batch, head) and one chunk of n <= 64 positions i = 0..n-1:
 //   g_i   = logsigmoid(u_i) / N            (dk, <= 0), u the gate logits, N the normaliser
@@ -424,10 +437,228 @@ void gla_chunk_backward(T* dq_out, T* dk_out, T* dv_out, T* du_out, const T* dO,
   }
 }
 
+// ---------------- the recurrent form ----------------
+//
+// S_t = diag(a_t) S_{t-1} + k_t v_t^T,  o_t = q^_t^T S_t, one step at a time as the
+// definition (and as GlaMixer::step), for every head of a sequence together. The state
+// is (H, dk, dv), row x of head h holding the dv value channels, so every loop runs over
+// dv along the rows of v, o and do as they lie in memory; q, k and a enter one scalar at
+// a time, and nothing is transposed or reduced in the forward.
+//
+// Exponents: no e^{b_i - b_j} is formed at all. Each step multiplies the state (or, in
+// the backward, its gradient) by that step's a = e^g <= 1, with g from the gate logit
+// alone, so decays are running products of factors <= 1, as in the chunked form, and
+// nothing can overflow however strong the gates are.
+//
+// The forward keeps the state entering every chunk of C steps, (B, nc, H, dk, dv): as
+// many numbers as the chunked form keeps. The backward recomputes one chunk's states
+// from it with the forward's arithmetic (step_heads), then runs the steps in reverse.
+
+// The backward's dot products over dv run in kW lanes of partial sums (one 256-bit vector
+// of float), added up at the end in a fixed order.
+constexpr int64_t kW = 8;
+
+template <class T>
+T sum_w(const T* p) {
+  return ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+}
+
+// a[i] = e^{g_i} for a row of gate logits, with the same logsigmoid and exp as the
+// chunked form and the recurrent step of layers/gla.cpp; also dg/du when ds is non-null.
+template <class T>
+void gate_row(T* a, T* ds, const T* u, int64_t n, T norm) {
+  if (ds) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) ds[i] = sigmoid_neg(u[i]) / norm;
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) a[i] = exp_nonpos(log_sigmoid(u[i]) / norm);
+}
+
+// S_new = diag(a) S_old + k v^T for every head (S_new may be S_old); a, k: (H*dk),
+// v: (H*dv), S: (H, dk, dv). With o non-null also o = (scale q)^T S_new, o: (H*dv).
+template <class T, int64_t kDv>
+void step_heads(T* Snew, const T* Sold, const T* q, const T* k, const T* a, const T* v, T* o, const GlaDims& d,
+                T scale) {
+  const int64_t dk = d.dk, dv = kDv ? kDv : d.dv;
+  if (o) std::fill(o, o + d.H * dv, T(0));
+  for (int64_t h = 0; h < d.H; ++h) {
+    const T* vh = v + h * dv;
+    T* oh = o ? o + h * dv : nullptr;
+    for (int64_t x = 0; x < dk; ++x) {
+      const int64_t i = h * dk + x;
+      const T ax = a[i], kx = k[i];
+      const T* so = Sold + i * dv;
+      T* sn = Snew + i * dv;
+      if (oh) {
+        const T qx = scale * q[i];
+#pragma omp simd
+        for (int64_t e = 0; e < dv; ++e) {
+          const T s = ax * so[e] + kx * vh[e];
+          sn[e] = s;
+          oh[e] += qx * s;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t e = 0; e < dv; ++e) sn[e] = ax * so[e] + kx * vh[e];
+      }
+    }
+  }
+}
+
+// Multiply-adds of the recurrent forward: below kParallelWork it runs on one thread.
+int64_t recurrent_work(const GlaDims& d) { return d.B * d.L * d.H * d.dk * d.dv; }
+
+// Forward, one sequence per task (all its heads: a task reads whole rows). o: (B, L, H*dv);
+// states: (B, nc, H, dk, dv), the state entering each segment of C steps, or null when no
+// backward will run.
+template <class T, int64_t kDv>
+void gla_recurrent_forward(T* o, T* states, const T* q, const T* k, const T* v, const T* u, const GlaDims& d,
+                           T scale, T norm) {
+  const int64_t Dk = d.H * d.dk, Dv = d.H * d.dv, state = d.H * d.dk * d.dv;
+#pragma omp parallel if (d.B > 1 && recurrent_work(d) >= kParallelWork)
+  {
+    std::vector<T> S(state), a(Dk);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < d.B; ++b) {
+      std::fill(S.begin(), S.end(), T(0));
+      for (int64_t t = 0; t < d.L; ++t) {
+        if (states && t % C == 0) std::copy(S.begin(), S.end(), states + (b * d.nc + t / C) * state);
+        const int64_t row = b * d.L + t;
+        gate_row(a.data(), static_cast<T*>(nullptr), u + row * Dk, Dk, norm);
+        step_heads<T, kDv>(S.data(), S.data(), q + row * Dk, k + row * Dk, a.data(), v + row * Dv, o + row * Dv, d,
+                           scale);
+      }
+    }
+  }
+}
+
+// Backward, the reverse-mode recurrence from the last step to the first; dS is the
+// gradient with respect to S_t, collected from the later steps:
+//   G = dS + q^_t do_t^T;  dq^_t = S_t do_t;  dk_t = G v_t;  dv_t = G^T k_t;
+//   dg_t = a_t * rowsum(G * S_{t-1})  (g = log a);  dS = diag(a_t) G  (w.r.t. S_{t-1}).
+// du = dg * sigmoid(-u) / N, dq = scale * dq^. Each segment first recomputes its
+// states S_t from its checkpoint with the forward's arithmetic (step_heads).
+// Outputs (+=, null when not wanted): dq_out, dk_out, du_out (B, L, H*dk), dv_out (B, L, H*dv).
+template <class T, int64_t kDv>
+void gla_recurrent_backward(T* dq_out, T* dk_out, T* dv_out, T* du_out, const T* dO, const T* states, const T* q,
+                            const T* k, const T* v, const T* u, const GlaDims& d, T scale, T norm) {
+  const int64_t dk = d.dk, dv = kDv ? kDv : d.dv, Dk = d.H * dk, Dv = d.H * dv, state = d.H * dk * dv;
+#pragma omp parallel if (d.B > 1 && recurrent_work(d) >= kParallelWork)
+  {
+    // Sseg[0] is the checkpoint, Sseg[1 + t - t0] = S_t; a and dg/du of the segment's rows.
+    std::vector<T> Sseg((C + 1) * state), dSv(state), aseg(C * Dk), dsseg(C * Dk), dvrow(Dv);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < d.B; ++b) {
+      T* dS = dSv.data();
+      std::fill(dSv.begin(), dSv.end(), T(0));
+      for (int64_t c = d.nc - 1; c >= 0; --c) {
+        const int64_t t0 = c * C, t1 = std::min(d.L, t0 + C);
+        const T* S0 = states + (b * d.nc + c) * state;
+        std::copy(S0, S0 + state, Sseg.begin());
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t row = b * d.L + t;
+          T* a = &aseg[(t - t0) * Dk];
+          gate_row(a, &dsseg[(t - t0) * Dk], u + row * Dk, Dk, norm);
+          step_heads<T, kDv>(&Sseg[(t - t0 + 1) * state], &Sseg[(t - t0) * state], q + row * Dk, k + row * Dk, a,
+                             v + row * Dv, static_cast<T*>(nullptr), d, scale);
+        }
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+          const int64_t row = b * d.L + t;
+          const T* St = &Sseg[(t - t0 + 1) * state];
+          const T* Sp = &Sseg[(t - t0) * state];
+          const T* a = &aseg[(t - t0) * Dk];
+          const T* ds = &dsseg[(t - t0) * Dk];
+          const T *qr = q + row * Dk, *kr = k + row * Dk, *vr = v + row * Dv, *dor = dO + row * Dv;
+          T* dvr = dvrow.data();
+          std::fill(dvr, dvr + Dv, T(0));
+          for (int64_t h = 0; h < d.H; ++h) {
+            const T* vh = vr + h * dv;
+            const T* doh = dor + h * dv;
+            T* dvh = dvr + h * dv;
+            for (int64_t x = 0; x < dk; ++x) {
+              const int64_t i = h * dk + x;
+              const T ax = a[i], kx = kr[i], qx = scale * qr[i];
+              T* g = dS + i * dv;
+              const T* st = St + i * dv;
+              const T* sp = Sp + i * dv;
+              // Three dot products over dv (dq^, dk, dg) beside the updates of dv and dS.
+              T pq[kW] = {}, pk[kW] = {}, pa[kW] = {};
+              int64_t e0 = 0;
+              for (; e0 + kW <= dv; e0 += kW) {
+#pragma omp simd
+                for (int64_t l = 0; l < kW; ++l) {
+                  const int64_t e = e0 + l;
+                  const T ge = g[e] + qx * doh[e];
+                  pq[l] += st[e] * doh[e];
+                  pk[l] += ge * vh[e];
+                  pa[l] += ge * sp[e];
+                  dvh[e] += ge * kx;
+                  g[e] = ax * ge;
+                }
+              }
+              T tq = 0, tk = 0, ta = 0;  // the last dv % kW channels
+              for (; e0 < dv; ++e0) {
+                const T ge = g[e0] + qx * doh[e0];
+                tq += st[e0] * doh[e0];
+                tk += ge * vh[e0];
+                ta += ge * sp[e0];
+                dvh[e0] += ge * kx;
+                g[e0] = ax * ge;
+              }
+              if (dq_out) dq_out[row * Dk + i] += scale * (sum_w(pq) + tq);
+              if (dk_out) dk_out[row * Dk + i] += sum_w(pk) + tk;
+              if (du_out) du_out[row * Dk + i] += ax * (sum_w(pa) + ta) * ds[i];
+            }
+          }
+          if (dv_out) {
+            T* dst = dv_out + row * Dv;
+#pragma omp simd
+            for (int64_t e = 0; e < Dv; ++e) dst[e] += dvr[e];
+          }
+        }
+      }
+    }
+  }
+}
+
+// The recurrent form up to dk dv = 4096 per head. Forward+backward, one thread, B=8,
+// L=1024, CPU ms (bench/bench_gla.cpp --shape): dk 32, dv 64 (4 heads): 45 against the
+// chunked form's 85; dk = dv = 64: 86 against 133; dk 64, dv 128: 161 against 158;
+// dk = dv = 128 (2 heads): 157 against 125. Past that size the recurrent form streams a
+// state larger than the caches every step, where the chunked form's products reuse what
+// they load.
+constexpr int64_t kRecurrentState = 4096;
+
+// The recurrent form with dv known to the compiler for the usual head widths: the loops
+// over dv are then whole vectors, with no loop control or remainder (at dv = 8 that
+// control cost more than the arithmetic).
+template <class T>
+void recurrent_forward(T* o, T* states, const T* q, const T* k, const T* v, const T* u, const GlaDims& d, T scale,
+                       T norm) {
+  auto f = d.dv == 8 ? gla_recurrent_forward<T, 8>
+           : d.dv == 16 ? gla_recurrent_forward<T, 16>
+           : d.dv == 32 ? gla_recurrent_forward<T, 32>
+           : d.dv == 64 ? gla_recurrent_forward<T, 64>
+                        : gla_recurrent_forward<T, 0>;
+  f(o, states, q, k, v, u, d, scale, norm);
+}
+
+template <class T>
+void recurrent_backward(T* dq, T* dk, T* dv, T* du, const T* dO, const T* states, const T* q, const T* k, const T* v,
+                        const T* u, const GlaDims& d, T scale, T norm) {
+  auto f = d.dv == 8 ? gla_recurrent_backward<T, 8>
+           : d.dv == 16 ? gla_recurrent_backward<T, 16>
+           : d.dv == 32 ? gla_recurrent_backward<T, 32>
+           : d.dv == 64 ? gla_recurrent_backward<T, 64>
+                        : gla_recurrent_backward<T, 0>;
+  f(dq, dk, dv, du, dO, states, q, k, v, u, d, scale, norm);
+}
+
 }  // namespace
 
 Tensor gla_chunk_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate_logits,
-                           int64_t num_heads, double scale, double gate_logit_normalizer) {
+                           int64_t num_heads, double scale, double gate_logit_normalizer, GlaForm form) {
   const char* op = "gla_chunk_attention";
   check_same_dtype(op, {&q, &k, &v, &gate_logits});
   if (q.ndim() != 3) throw ShapeError(std::string(op) + ": q must be (B, L, H*dk), got " + shape_str(q.shape()));
@@ -448,21 +679,26 @@ Tensor gla_chunk_attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   const GlaDims d{B, L, num_heads, Dk / num_heads, Dv / num_heads, (L + C - 1) / C};
   const bool need_grad = any_requires_grad({&q, &k, &v, &gate_logits});
   Tensor o = Tensor::empty({B, L, Dv}, q.dtype());
-  // The states entering each chunk: all that is kept besides the inputs.
+  const bool recurrent =
+      form == GlaForm::kRecurrent || (form == GlaForm::kAuto && d.dk * d.dv <= kRecurrentState);
+  // The states entering each chunk, (B*H, nc, dk, dv) for the chunked form and (B, nc, H,
+  // dk, dv) for the recurrent one: all that is kept besides the inputs.
   Tensor states = need_grad ? Tensor::empty({B * d.H, d.nc, d.dk, d.dv}, q.dtype()) : Tensor();
   dispatch_float(q.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    gla_chunk_forward<T>(o.data<T>(), need_grad ? states.data<T>() : nullptr, q.data<T>(), k.data<T>(), v.data<T>(),
-                         gate_logits.data<T>(), d, T(scale), T(gate_logit_normalizer));
+    auto run = recurrent ? recurrent_forward<T> : gla_chunk_forward<T>;
+    run(o.data<T>(), need_grad ? states.data<T>() : nullptr, q.data<T>(), k.data<T>(), v.data<T>(),
+        gate_logits.data<T>(), d, T(scale), T(gate_logit_normalizer));
   });
   if (!need_grad) return o;
-  record({&o}, [q, k, v, gate_logits, states, d, scale, gate_logit_normalizer](const std::vector<Tensor>& g) {
+  record({&o}, [q, k, v, gate_logits, states, d, scale, gate_logit_normalizer,
+                recurrent](const std::vector<Tensor>& g) {
     dispatch_float(q.dtype(), "gla_chunk_attention backward", [&](auto tag) {
       using T = decltype(tag);
       auto buf = [](const Tensor& t) { return t.requires_grad() ? t.grad_buffer().template data<T>() : nullptr; };
-      gla_chunk_backward<T>(buf(q), buf(k), buf(v), buf(gate_logits), g[0].data<T>(), states.data<T>(),
-                            q.data<T>(), k.data<T>(), v.data<T>(), gate_logits.data<T>(), d, T(scale),
-                            T(gate_logit_normalizer));
+      auto run = recurrent ? recurrent_backward<T> : gla_chunk_backward<T>;
+      run(buf(q), buf(k), buf(v), buf(gate_logits), g[0].data<T>(), states.data<T>(), q.data<T>(), k.data<T>(),
+          v.data<T>(), gate_logits.data<T>(), d, T(scale), T(gate_logit_normalizer));
     });
   });
   return o;

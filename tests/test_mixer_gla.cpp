@@ -1,8 +1,9 @@
-// Gated linear attention (docs/mixers.md#gla), what is specific to it: the fused chunked
-// recurrence and output gate against plain-loop references (float32 and float64, forward
-// and backward), float64 gradient checks of those ops, exponent safety under very strong
-// gates, the initialisation and the option rules. The layer's gradient check, twin,
-// recurrent form, causality and determinism are the shared suite's
+// Gated linear attention (docs/mixers.md#gla), what is specific to it: the fused
+// recurrence, in both of its forms (chunked and recurrent, layers/gla_kernel.cpp), and the
+// output gate against plain-loop references (float32 and float64, forward and backward),
+// float64 gradient checks of those ops, exponent safety under very strong gates, results
+// independent of the thread count, the initialisation and the option rules. The layer's
+// gradient check, twin, recurrent form, causality and determinism are the shared suite's
 // (tests/test_mixer_suite.cpp).
 //
 // Tolerance rule for float32 against a float64 reference: an element passes when
@@ -80,28 +81,36 @@ CoreInputs core_inputs(const CoreCase& c, DType dt, uint64_t seed) {
   return in;
 }
 
+// Both forms of the kernel, whatever the head size would choose.
+constexpr GlaForm kForms[] = {GlaForm::kChunked, GlaForm::kRecurrent};
+
+const char* form_name(GlaForm f) { return f == GlaForm::kChunked ? "chunked" : "recurrent"; }
+
 class GlaCoreTest : public ::testing::TestWithParam<CoreCase> {};
 
-// Fused float32 and float64 against the step-by-step double recurrence, forward and backward.
+// Fused float32 and float64, each form, against the step-by-step double recurrence,
+// forward and backward.
 TEST_P(GlaCoreTest, FusedMatchesReferenceForwardAndBackward) {
   const CoreCase c = GetParam();
   const double scale = 1.0 / std::sqrt(double(c.dk));
-  for (DType dt : {DType::f32, DType::f64}) {
-    CoreInputs in = core_inputs(c, dt, 11);
-    tape().clear();
-    Tensor o = gla_chunk_attention(in.q, in.k, in.v, in.u, c.H, scale, c.normalizer);
-    Tensor ref = reference_gla_core(in.q, in.k, in.v, in.u, c.H, scale, c.normalizer);
-    const double rtol = dt == DType::f32 ? 1e-5 : 1e-12;
-    EXPECT_TRUE(close_to_scale(o, ref, rtol)) << "forward " << dtype_name(dt);
-    Generator gen(5);
-    Tensor dO = rand_f64(o.shape(), gen, -1, 1, false);
-    backward(weighted_sum(o, dO));
-    std::vector<Tensor> rg = reference_gla_core_backward(in.q, in.k, in.v, in.u, dO, c.H, scale, c.normalizer);
-    const char* names[] = {"dq", "dk", "dv", "du"};
-    const Tensor* got[] = {&in.q, &in.k, &in.v, &in.u};
-    for (int i = 0; i < 4; ++i)
-      EXPECT_TRUE(close_to_scale(got[i]->grad(), rg[i], dt == DType::f32 ? 2e-5 : 1e-11))
-          << names[i] << " " << dtype_name(dt);
+  for (GlaForm form : kForms) {
+    for (DType dt : {DType::f32, DType::f64}) {
+      CoreInputs in = core_inputs(c, dt, 11);
+      tape().clear();
+      Tensor o = gla_chunk_attention(in.q, in.k, in.v, in.u, c.H, scale, c.normalizer, form);
+      Tensor ref = reference_gla_core(in.q, in.k, in.v, in.u, c.H, scale, c.normalizer);
+      const double rtol = dt == DType::f32 ? 1e-5 : 1e-12;
+      EXPECT_TRUE(close_to_scale(o, ref, rtol)) << "forward " << form_name(form) << " " << dtype_name(dt);
+      Generator gen(5);
+      Tensor dO = rand_f64(o.shape(), gen, -1, 1, false);
+      backward(weighted_sum(o, dO));
+      std::vector<Tensor> rg = reference_gla_core_backward(in.q, in.k, in.v, in.u, dO, c.H, scale, c.normalizer);
+      const char* names[] = {"dq", "dk", "dv", "du"};
+      const Tensor* got[] = {&in.q, &in.k, &in.v, &in.u};
+      for (int i = 0; i < 4; ++i)
+        EXPECT_TRUE(close_to_scale(got[i]->grad(), rg[i], dt == DType::f32 ? 2e-5 : 1e-11))
+            << names[i] << " " << form_name(form) << " " << dtype_name(dt);
+    }
   }
 }
 
@@ -112,38 +121,76 @@ INSTANTIATE_TEST_SUITE_P(
                       CoreCase{2, 129, 1, 16, 17, -2, 2, 16}, CoreCase{2, 300, 4, 16, 32, -2, 2, 16},
                       CoreCase{1, 300, 2, 12, 20, -6, 1, 1},
                       // Very strong gates: log a down to -200 per step; e^{b} underflows inside a chunk.
-                      CoreCase{2, 200, 2, 9, 11, -200, 2, 1}),
+                      CoreCase{2, 200, 2, 9, 11, -200, 2, 1},
+                      // The Zoology study's heads (dk 4 and 8, dv 8 and 16, 4 heads), L = 32, 64,
+                      // 100 (a partial chunk) and 128, weak gates (normaliser 16: log a >= -0.2)
+                      // and strong ones (normaliser 1, log a down to -20 per step).
+                      CoreCase{2, 32, 4, 4, 8, -3, 3, 16}, CoreCase{2, 32, 4, 8, 16, -20, 2, 1},
+                      CoreCase{2, 64, 4, 4, 8, -20, 2, 1}, CoreCase{2, 64, 4, 8, 16, -3, 3, 16},
+                      CoreCase{2, 100, 4, 4, 8, -3, 3, 16}, CoreCase{2, 100, 4, 8, 16, -20, 2, 1},
+                      CoreCase{2, 128, 4, 4, 8, -20, 2, 1}, CoreCase{2, 128, 4, 8, 16, -3, 3, 16},
+                      CoreCase{1, 100, 4, 4, 8, -200, 2, 1},
+                      // dv = 64, and a head past kRecurrentState (dk dv = 4608: the chunked form
+                      // by default).
+                      CoreCase{1, 67, 2, 8, 64, -3, 3, 16}, CoreCase{1, 70, 1, 64, 72, -3, 3, 16}),
     core_name);
 
 TEST(GlaCore, GradCheckFloat64) {
-  // L = 1, 7 (inside one sub-chunk), 67 and 130 (across sub-chunk and chunk boundaries).
+  // L = 1, 7 (inside one sub-chunk), 67 and 130 (across sub-chunk and chunk boundaries);
+  // dv = 8 takes the recurrent form's fixed-width loops. Both forms.
   ThreadCount single_thread(1);
   const std::vector<CoreCase> cases = {{1, 1, 2, 3, 2, -3, 3, 1},
                                        {3, 7, 2, 3, 4, -3, 3, 1},
                                        {1, 67, 3, 2, 3, -3, 3, 1},
-                                       {2, 130, 1, 3, 2, -2, 2, 16}};
-  for (const CoreCase& c : cases) {
-    CoreInputs in = core_inputs(c, DType::f64, 3);
-    const double scale = 1.0 / std::sqrt(double(c.dk));
-    EXPECT_TRUE(gradcheck(
-        [&](const std::vector<Tensor>& x) { return gla_chunk_attention(x[0], x[1], x[2], x[3], c.H, scale, c.normalizer); },
-        {in.q, in.k, in.v, in.u}))
-        << "L=" << c.L;
+                                       {2, 130, 1, 3, 2, -2, 2, 16},
+                                       {1, 70, 2, 2, 8, -3, 3, 1}};
+  for (GlaForm form : kForms) {
+    for (const CoreCase& c : cases) {
+      CoreInputs in = core_inputs(c, DType::f64, 3);
+      const double scale = 1.0 / std::sqrt(double(c.dk));
+      EXPECT_TRUE(gradcheck(
+          [&](const std::vector<Tensor>& x) {
+            return gla_chunk_attention(x[0], x[1], x[2], x[3], c.H, scale, c.normalizer, form);
+          },
+          {in.q, in.k, in.v, in.u}))
+          << "L=" << c.L << " dv=" << c.dv << " " << form_name(form);
+    }
+  }
+}
+
+// Each form gives the same bits on 1 and 2 threads (a shape large enough to run parallel).
+TEST(GlaCore, SameResultOnAnyThreadCount) {
+  const CoreCase c{8, 130, 4, 8, 16, -6, 3, 16};
+  for (GlaForm form : kForms) {
+    std::vector<Tensor> runs[2];
+    for (int threads : {1, 2}) {
+      ThreadCount tc(threads);
+      CoreInputs in = core_inputs(c, DType::f32, 7);
+      tape().clear();
+      Tensor o = gla_chunk_attention(in.q, in.k, in.v, in.u, c.H, 0.3, c.normalizer, form);
+      Generator gen(5);
+      backward(weighted_sum(o, rand_f64(o.shape(), gen, -1, 1, false)));
+      runs[threads - 1] = {o, in.q.grad(), in.k.grad(), in.v.grad(), in.u.grad()};
+    }
+    for (size_t i = 0; i < runs[0].size(); ++i)
+      EXPECT_TRUE(same_values(runs[0][i], runs[1][i])) << form_name(form) << " output " << i;
   }
 }
 
 TEST(GlaCore, SkipsInputsThatNeedNoGradient) {
-  CoreInputs in = core_inputs({1, 70, 2, 3, 4, -3, 3, 1}, DType::f64, 4);
-  Tensor q = in.q.detach(), k = in.k.detach(), u = in.u.detach();
-  tape().clear();
-  Tensor o = gla_chunk_attention(q, k, in.v, u, 2, 0.5, 1.0);
-  Generator gen(1);
-  Tensor dO = rand_f64(o.shape(), gen, -1, 1, false);
-  backward(weighted_sum(o, dO));
-  auto rg = reference_gla_core_backward(q, k, in.v, u, dO, 2, 0.5, 1.0);
-  EXPECT_TRUE(allclose(in.v.grad(), rg[2], 1e-11, 1e-11));
-  EXPECT_FALSE(q.grad().defined());
-  EXPECT_FALSE(u.grad().defined());
+  for (GlaForm form : kForms) {
+    CoreInputs in = core_inputs({1, 70, 2, 3, 4, -3, 3, 1}, DType::f64, 4);
+    Tensor q = in.q.detach(), k = in.k.detach(), u = in.u.detach();
+    tape().clear();
+    Tensor o = gla_chunk_attention(q, k, in.v, u, 2, 0.5, 1.0, form);
+    Generator gen(1);
+    Tensor dO = rand_f64(o.shape(), gen, -1, 1, false);
+    backward(weighted_sum(o, dO));
+    auto rg = reference_gla_core_backward(q, k, in.v, u, dO, 2, 0.5, 1.0);
+    EXPECT_TRUE(allclose(in.v.grad(), rg[2], 1e-11, 1e-11)) << form_name(form);
+    EXPECT_FALSE(q.grad().defined());
+    EXPECT_FALSE(u.grad().defined());
+  }
 }
 
 TEST(GlaCore, RejectsBadShapes) {
