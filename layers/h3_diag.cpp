@@ -1,31 +1,49 @@
-// H3's diagonal SSM (docs/mixers.md#h3) as a complex recurrence with chunk checkpoints, one
-// fused op with its hand-written backward beside it, and the recurrent step of the
-// whole core (shift and diagonal SSM). Backward passes accumulate
-// (+=) into gradient buffers (the tape zeroes them once per step) and skip the
-// inputs that need no gradient.
+// H3's diagonal SSM (docs/mixers.md#h3) as one fused op with a hand-written backward, by
+// either of two methods, and the recurrent step of the whole core (shift and diagonal
+// SSM). Backward passes accumulate (+=) into gradient buffers (the tape zeroes them once
+// per step) and skip the inputs that need no gradient.
 //
-// Method choice, measured at B=8, L=1024, D=256, N=64, float32, one thread (CPU
-// time; SSE4.2 baseline):
-// - Shift SSM: the filter has only N taps, so a direct causal convolution
-//   (B*L*D*N multiply-adds) on channel tiles packed into contiguous slabs:
-//   forward 17 ms, backward 24 ms.
-// - Diagonal SSM: its kernel K_h has length L, so a direct convolution costs L/2
-//   multiply-adds per output and as much again for each of du and dK in the
-//   backward; a blocked direct convolution over 16-channel slabs measured 81 ms
-//   for the forward alone (~240 ms with its backward). The recurrence costs
-//   11 flops per complex mode and step whatever L is: forward 37 ms, backward
-//   100 ms, so it wins from L ~ 450 up and grows linearly in L (a direct
-//   convolution would be faster below L ~ 400). It also yields the exact
-//   parameter gradients directly, without an L x L correlation for dK. States
-//   are kept only every kChunk steps; the backward recomputes them inside a
-//   chunk. SSE lanes run over channels, the time loop stays sequential, OpenMP
-//   runs over (batch, group of heads).
+// Shift SSM (h3_shift.cpp): the filter has only N taps, so a direct causal convolution
+// (B*L*D*N multiply-adds) on channel tiles packed into contiguous slabs: forward 9.3 ms,
+// forward+backward 31 ms at B=8, L=1024, D=256, N=64, float32, one thread (AVX-512).
+//
+// Diagonal SSM, two methods with the same result to rounding:
+// - The recurrence (this file): 11 flops per complex mode and step whatever L is (forward
+//   37 ms, backward 100 ms at the size above), linear in L, and it yields the exact
+//   parameter gradients directly. States are kept only every kChunk steps; the backward
+//   recomputes them inside a chunk. SIMD lanes run over channels, the time loop stays
+//   sequential, OpenMP runs over (batch, group of heads). With head_dim > 1 the channel
+//   loops are indexed and stay scalar: twice the time per channel of head_dim 1.
+// - The Toeplitz form (h3_diag_toeplitz.cpp): K_h materialised for l < L and y = T_h kv as
+//   one GEMM per head over all B*dh*dh columns; the backward's dK from the diagonals of
+//   G KV^T and the exact parameter gradients through the sums over powers of Abar.
+//   Quadratic in L, but at GEMM speed. (A blocked direct convolution over 16-channel
+//   slabs, the first attempt, measured 81 ms for the forward alone at the size above.)
+// h3_diag_method chooses by measured speed: `bench_h3 --crossover`, forward+backward, CPU
+// time, one thread, float32, AMD EPYC (Zen 4, AVX-512), recurrence time / Toeplitz time:
+//       B   D dh   N |  L=32    64   128   256   384   512   768  1024
+//      64  32  1  64 |   5.2   4.2   2.4   1.5   1.4   1.4   1.1   0.86
+//      64  64  2  64 |  12.0   6.9   4.6   3.3   2.8   2.4   1.6   1.2
+//      64  64  1  16 |   2.4   1.6   1.1   0.85  0.69  0.62
+//      64  64  2  16 |   4.7   2.6   1.9   1.4   1.2   0.97
+//      64  64  2 128 |  22    12     8.6   5.4   4.2   3.5
+//      12 128  1  64 |   3.2   2.8   2.3   1.8   1.4   1.1   0.82  0.61
+//       8 256  1  64 |   2.5   2.0   1.8   1.3   1.1   0.85  0.64  0.45
+//       8 256  2  64 |   6.8   5.5   4.3   3.3   2.7   2.3   1.7   1.4
+//       4  64  1  64 |   1.4   1.3   1.0   0.70  0.55  0.44
+//       2  64  2  64 |   2.3   2.2   2.0   1.5   1.1   0.98
+//       2  64  1  64 |   0.89  0.77  0.58  0.40
+// The recurrence's cost grows with N, the Toeplitz form's with L, and its GEMMs lose speed
+// when the columns per head, cols = B*dh*dh, are few. So: the Toeplitz form while
+// L <= c*N and L <= 1024 (not measured beyond), with c by cols (toeplitz_len_per_state),
+// each c below the crossover of every row it covers.
 #include "layers/h3_kernel.h"
 
 #include <algorithm>
 #include <cmath>
 #include <complex>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "core/tape.h"
@@ -64,6 +82,18 @@ H3DiagCoeffs h3_diag_coeffs(const H3SsmParams& p) {
 }
 
 namespace {
+
+// h3_diag_method's rule (the measurements are in the header comment): the Toeplitz form
+// while L <= toeplitz_len_per_state(cols, dh) * d_state and L <= kToeplitzMaxLength.
+constexpr int64_t kToeplitzMaxLength = 1024;
+
+int64_t toeplitz_len_per_state(int64_t cols, int64_t dh) {
+  if (cols < 4) return 0;  // matrix-vector products: the recurrence wins at every L
+  if (cols < 8) return 2;
+  if (cols < 16) return 6;
+  if (dh == 1 || cols < 32) return 8;
+  return 16;  // head_dim > 1: the recurrence runs scalar
+}
 
 // ---------------------------------------------------------------------------
 // Diagonal SSM: coefficients, the shared step, tasks.
@@ -563,9 +593,54 @@ void diag_param_grads(const H3SsmParams& p, const std::vector<double>& g /* (4, 
   }
 }
 
+// The short-sequence form (h3_diag_toeplitz.cpp) as one tape node. The forward keeps the
+// panels Y and KV (2*B*L*D*dh values; the recurrence keeps B*L*D*dh*(1 + N/32)) and the
+// kernel K for the backward.
+Tensor diag_mix_toeplitz(const Tensor& q, const Tensor& kt, const Tensor& v, const H3SsmParams& p,
+                         bool need_grad) {
+  const int64_t Bn = q.size(0), L = q.size(1), D = q.size(2), dh = p.head_dim;
+  const ToeplitzDims dims = toeplitz_dims(Bn, L, D, dh);
+  auto co = std::make_shared<const H3DiagCoeffs>(h3_diag_coeffs(p));
+  Tensor o = Tensor::empty(q.shape(), q.dtype());
+  Tensor ysave, kvsave, kern;
+  if (need_grad) {
+    ysave = Tensor::empty({dims.H, dims.hs}, q.dtype());
+    kvsave = Tensor::empty({dims.H, dims.hs}, q.dtype());
+    kern = Tensor::empty({dims.H, L}, DType::f64);
+  }
+  dispatch_float(q.dtype(), "h3_diag_mix", [&](auto tag) {
+    using T = decltype(tag);
+    toeplitz_forward(o.data<T>(), need_grad ? ysave.data<T>() : nullptr, need_grad ? kvsave.data<T>() : nullptr,
+                     need_grad ? kern.data<double>() : nullptr, q.data<T>(), kt.data<T>(), v.data<T>(), *co, dims);
+  });
+  if (!need_grad) return o;
+  record({&o}, [q, kt, v, p, co, ysave, kvsave, kern, dims](const std::vector<Tensor>& g) {
+    dispatch_float(q.dtype(), "h3_diag_mix backward", [&](auto tag) {
+      using T = decltype(tag);
+      const bool need_params =
+          any_param_grad({&p.log_dt, &p.inv_A_real, &p.A_imag, &p.diag_B, &p.diag_C, &p.diag_D});
+      std::vector<double> gsum, gD;
+      if (need_params) gsum.resize(kPartRows * dims.H * co->Nh), gD.resize(dims.H);
+      T* dq = q.requires_grad() ? q.grad_buffer().template data<T>() : nullptr;
+      T* dkt = kt.requires_grad() ? kt.grad_buffer().template data<T>() : nullptr;
+      T* dv = v.requires_grad() ? v.grad_buffer().template data<T>() : nullptr;
+      toeplitz_backward(dq, dkt, dv, need_params ? gsum.data() : nullptr, need_params ? gD.data() : nullptr,
+                        g[0].data<T>(), ysave.data<T>(), kvsave.data<T>(), kern.data<double>(), q.data<T>(),
+                        kt.data<T>(), v.data<T>(), *co, dims);
+      if (need_params) diag_param_grads<T>(p, gsum, gD);
+    });
+  });
+  return o;
+}
+
 }  // namespace
 
-Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3SsmParams& p) {
+H3DiagMethod h3_diag_method(int64_t B, int64_t L, int64_t D, int64_t N, int64_t dh) {
+  const bool toeplitz = L <= kToeplitzMaxLength && L <= toeplitz_len_per_state(B * dh * dh, dh) * N;
+  return toeplitz ? H3DiagMethod::toeplitz : H3DiagMethod::recurrence;
+}
+
+Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3SsmParams& p, H3DiagMethod method) {
   const char* op = "h3_diag_mix";
   check_bld(op, "q", q);
   const int64_t Bn = q.size(0), L = q.size(1), D = q.size(2);
@@ -576,6 +651,8 @@ Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3S
   const int64_t dh = p.head_dim, C = D * dh, Nh = d_state_of(p) / 2, nck = (L + kChunk - 1) / kChunk;
   const bool need_grad = any_requires_grad({&q, &kt, &v, &p.log_dt, &p.inv_A_real, &p.A_imag, &p.diag_B,
                                             &p.diag_C, &p.diag_D});
+  if (method == H3DiagMethod::automatic) method = h3_diag_method(Bn, L, D, d_state_of(p), dh);
+  if (method == H3DiagMethod::toeplitz) return diag_mix_toeplitz(q, kt, v, p, need_grad);
   Tensor o = Tensor::empty(q.shape(), q.dtype());
   Tensor tab = Tensor::empty({kTabRows * Nh * C + C}, q.dtype());  // (4, Nh, C) coefficients, then D (C)
   Tensor ysave, ckpt;
@@ -687,12 +764,10 @@ Tensor h3_core_step(H3CoreState& s, const Tensor& q, const Tensor& k, const Tens
           T acc[kTile];
           shift_tile(acc, lmax, [&](int64_t l) { return fT + l * D + d0; }, x);
           for (int64_t j = 0; j < kTile; ++j) kt[b * D + d0 + j] = acc[j];
-        } else {  // a last partial tile: per lane, the same sum in the same order
-          for (int64_t j = 0; j < nd; ++j) {
-            T a = 0;
-            for (int64_t l = 0; l <= lmax; ++l) a += fT[l * D + d0 + j] * x(l)[j];
-            kt[b * D + d0 + j] = a;
-          }
+        } else {  // a last partial tile: per lane, the same sums in the same order
+          for (int64_t j = 0; j < nd; ++j)
+            kt[b * D + d0 + j] =
+                shift_lane<T>(lmax, [&](int64_t l) { return fT[l * D + d0 + j]; }, [&](int64_t l) { return x(l)[j]; });
         }
       }
     }

@@ -6,10 +6,12 @@
 //                  parameters inside the op (lag 0 also carries ssm_shift.D).
 //   h3_diag_mix:   o[t, h*dh+d2] = sum_d1 q[t,h*dh+d1] * y[t,h,d1,d2], where
 //                  y = K_h * kv + D_h kv and kv[t,h,d1,d2] = kt[t,h*dh+d1] v[t,h*dh+d2],
-//                  computed with the complex diagonal recurrence (not the kernel K;
-//                  see the method note in h3_diag.cpp).
+//                  computed with the complex diagonal recurrence for long sequences and
+//                  with the materialised kernel K as a Toeplitz GEMM for short ones
+//                  (the method note and threshold are in h3_diag.cpp).
 //
-// The shift op is in h3_shift.cpp, the diagonal op and the recurrent step in h3_diag.cpp.
+// The shift op is in h3_shift.cpp, the diagonal op and the recurrent step in h3_diag.cpp,
+// the diagonal op's short-sequence (Toeplitz) kernels in h3_diag_toeplitz.cpp.
 // Reference twin (plain loops, the tests' oracle): tests/support/reference_h3.h, the whole
 // layer as reference_h3_forward / reference_h3_backward and these ops as
 // ref_h3_shift_forward / ref_h3_shift_backward and ref_h3_diag_forward / ref_h3_diag_backward.
@@ -47,9 +49,17 @@ void h3_check_params(const char* op, const H3SsmParams& p, int64_t D);
 // k: (B, L, D) -> kt: (B, L, D). Differentiable in k, shift_B, shift_C, shift_D.
 Tensor h3_shift_conv(const Tensor& k, const H3SsmParams& p);
 
+// How h3_diag_mix computes the diagonal SSM: both methods give the same result to
+// rounding; `automatic` takes the faster one for the sizes (h3_diag_method).
+enum class H3DiagMethod { automatic, recurrence, toeplitz };
+
+// The method `automatic` uses for batch B, length L, d_model D, d_state N, head_dim dh.
+H3DiagMethod h3_diag_method(int64_t B, int64_t L, int64_t D, int64_t N, int64_t dh);
+
 // q, kt, v: (B, L, D) -> o: (B, L, D). Differentiable in q, kt, v and the six
-// ssm_diag parameters.
-Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3SsmParams& p);
+// ssm_diag parameters. `method` other than automatic is for tests and benchmarks.
+Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3SsmParams& p,
+                   H3DiagMethod method = H3DiagMethod::automatic);
 
 // Recurrent state of the SSM core for a batch of sequences (no projections):
 //   kbuf: (B, N-1, D)      k_{t-1-i} in row i (newest first), zeros before t = 0

@@ -4,18 +4,25 @@
 // layer's gradient check, twin, recurrent form, causality and determinism are the shared
 // suite's (tests/test_mixer_suite.cpp).
 //
+// The diagonal op is checked by both of its methods (the recurrence and the Toeplitz GEMM of
+// layers/h3_diag_toeplitz.cpp) at every shape, and the two against each other at the
+// automatic threshold, under a gradient check, across thread counts and against the
+// recurrent step.
+//
 // Tolerance rule for float32 against the float64 reference: every element of a
 // result tensor must satisfy |got - ref| <= rtol * max|ref| (the tensor's own
 // scale, since each element is a long sum whose rounding error scales with the
 // magnitude of its terms rather than with the possibly cancelled result), with
 // rtol = 2e-5 for outputs and 5e-5 for gradients (sums over B*L more terms);
 // measured errors are 1e-7..8e-6. In float64 the same comparison holds to
-// 1e-11 (outputs) and 1e-10 (gradients): the recurrence and its backward are
+// 1e-11 (outputs) and 1e-10 (gradients): both methods and their backward passes are
 // exact, not approximations of the kernel form.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
+#include <string>
+#include <vector>
 
 #include <omp.h>
 
@@ -186,8 +193,18 @@ void PrintTo(const OpCase& c, std::ostream* os) {
                                      {"N", double(c.N)}, {"dh", double(c.dh)}, {"specinit", double(c.spec_init)}});
 }
 
+const char* method_name(H3DiagMethod m) {
+  return m == H3DiagMethod::toeplitz ? "toeplitz" : m == H3DiagMethod::recurrence ? "recurrence" : "automatic";
+}
+
+std::vector<Tensor> diag_params(const H3SsmParams& p) {
+  return {p.log_dt, p.inv_A_real, p.A_imag, p.diag_B, p.diag_C, p.diag_D};
+}
+
 class H3FusedVsReference : public ::testing::TestWithParam<OpCase> {};
 
+// The shift op, then the diagonal op by each method (both whatever the length: the
+// automatic choice is only a matter of speed), against the reference.
 void check_ops_against_reference(const OpCase& c, DType dt, double rtol_out, double rtol_grad) {
   auto m = make_mixer(c.D, c.N, c.dh, dt, 21);
   if (!c.spec_init) randomize(*m, 22);
@@ -212,32 +229,232 @@ void check_ops_against_reference(const OpCase& c, DType dt, double rtol_out, dou
   EXPECT_TRUE(close_to_scale(p.shift_D.grad(), g.d_shift_D, rtol_grad, "ssm_shift.D grad"));
 
   // Diagonal SSM with the q contraction.
-  Tensor o = h3_diag_mix(q, kt_in, v, p);
-  EXPECT_TRUE(close_to_scale(o, ref_h3_diag_forward(q, kt_in, v, p), rtol_out, "diag forward"));
-  backward(weighted_sum(o, r2));
+  const Tensor o_ref = ref_h3_diag_forward(q, kt_in, v, p);
   ref_h3_diag_backward(r2, q, kt_in, v, p, g);
-  EXPECT_TRUE(close_to_scale(q.grad(), g.dq, rtol_grad, "dq"));
-  EXPECT_TRUE(close_to_scale(kt_in.grad(), g.dkt, rtol_grad, "dkt"));
-  EXPECT_TRUE(close_to_scale(v.grad(), g.dv, rtol_grad, "dv"));
-  EXPECT_TRUE(close_to_scale(p.log_dt.grad(), g.d_log_dt, rtol_grad, "log_dt grad"));
-  EXPECT_TRUE(close_to_scale(p.inv_A_real.grad(), g.d_inv_A_real, rtol_grad, "inv_A_real grad"));
-  EXPECT_TRUE(close_to_scale(p.A_imag.grad(), g.d_A_imag, rtol_grad, "A_imag grad"));
-  EXPECT_TRUE(close_to_scale(p.diag_B.grad(), g.d_diag_B, rtol_grad, "ssm_diag.B grad"));
-  EXPECT_TRUE(close_to_scale(p.diag_C.grad(), g.d_diag_C, rtol_grad, "ssm_diag.C grad"));
-  EXPECT_TRUE(close_to_scale(p.diag_D.grad(), g.d_diag_D, rtol_grad, "ssm_diag.D grad"));
+  for (H3DiagMethod method : {H3DiagMethod::recurrence, H3DiagMethod::toeplitz}) {
+    SCOPED_TRACE(method_name(method));
+    for (const Tensor& t : diag_params(p)) t.zero_grad();
+    for (const Tensor* t : {&q, &kt_in, &v}) t->zero_grad();
+    Tensor o = h3_diag_mix(q, kt_in, v, p, method);
+    EXPECT_TRUE(close_to_scale(o, o_ref, rtol_out, "diag forward"));
+    backward(weighted_sum(o, r2));
+    EXPECT_TRUE(close_to_scale(q.grad(), g.dq, rtol_grad, "dq"));
+    EXPECT_TRUE(close_to_scale(kt_in.grad(), g.dkt, rtol_grad, "dkt"));
+    EXPECT_TRUE(close_to_scale(v.grad(), g.dv, rtol_grad, "dv"));
+    EXPECT_TRUE(close_to_scale(p.log_dt.grad(), g.d_log_dt, rtol_grad, "log_dt grad"));
+    EXPECT_TRUE(close_to_scale(p.inv_A_real.grad(), g.d_inv_A_real, rtol_grad, "inv_A_real grad"));
+    EXPECT_TRUE(close_to_scale(p.A_imag.grad(), g.d_A_imag, rtol_grad, "A_imag grad"));
+    EXPECT_TRUE(close_to_scale(p.diag_B.grad(), g.d_diag_B, rtol_grad, "ssm_diag.B grad"));
+    EXPECT_TRUE(close_to_scale(p.diag_C.grad(), g.d_diag_C, rtol_grad, "ssm_diag.C grad"));
+    EXPECT_TRUE(close_to_scale(p.diag_D.grad(), g.d_diag_D, rtol_grad, "ssm_diag.D grad"));
+  }
 }
 
 TEST_P(H3FusedVsReference, Float32ForwardAndBackward) { check_ops_against_reference(GetParam(), DType::f32, 2e-5, 5e-5); }
 
-// In float64 the recurrence and the kernel form agree to rounding: the fused
-// backward is exact, not an approximation of the kernel's gradient.
+// In float64 both methods agree with the kernel form to rounding: the fused backward
+// passes are exact, not approximations of the kernel's gradient.
 TEST_P(H3FusedVsReference, Float64ForwardAndBackward) { check_ops_against_reference(GetParam(), DType::f64, 1e-11, 1e-10); }
 
+// Lengths 1, 7, 32, 64, 100, 128 (the MQAR study's and nanoGPT's among them) at head_dim 1
+// and 2 and the documented d_state 64, and longer ones past the automatic threshold.
 INSTANTIATE_TEST_SUITE_P(Shapes, H3FusedVsReference,
                          ::testing::Values(OpCase{1, 1, 12, 8, 1}, OpCase{2, 33, 12, 8, 2}, OpCase{2, 300, 12, 8, 1},
                                            OpCase{1, 300, 18, 64, 3}, OpCase{3, 97, 20, 16, 2},
                                            OpCase{2, 5, 7, 64, 1}, OpCase{2, 300, 32, 64, 2, true},
-                                           OpCase{1, 257, 16, 64, 1, true}, OpCase{2, 40, 16, 8, 4}),
+                                           OpCase{1, 257, 16, 64, 1, true}, OpCase{2, 40, 16, 8, 4},
+                                           OpCase{3, 1, 8, 64, 2}, OpCase{3, 7, 10, 64, 1}, OpCase{2, 7, 8, 64, 2},
+                                           OpCase{3, 32, 12, 64, 1}, OpCase{2, 32, 16, 64, 2, true},
+                                           OpCase{3, 64, 16, 64, 1, true}, OpCase{2, 64, 12, 64, 2},
+                                           OpCase{2, 100, 10, 64, 1}, OpCase{3, 100, 16, 64, 2},
+                                           OpCase{2, 128, 16, 64, 1}, OpCase{2, 128, 8, 64, 2, true},
+                                           OpCase{1, 700, 8, 64, 1}, OpCase{1, 600, 8, 64, 2}),
                          ::testing::PrintToStringParamName());
+
+// ---------------------------------------------------------------------------
+// The two methods of the diagonal op (recurrence and Toeplitz GEMM).
+// ---------------------------------------------------------------------------
+
+// The largest L at which h3_diag_method picks the Toeplitz form for these sizes, checking
+// that it picks it for every shorter L and the recurrence for every longer one up to 4096.
+int64_t toeplitz_max_length(int64_t B, int64_t D, int64_t N, int64_t dh) {
+  int64_t last = 0;
+  for (int64_t L = 1; L <= 4096; ++L)
+    if (h3_diag_method(B, L, D, N, dh) == H3DiagMethod::toeplitz) {
+      EXPECT_EQ(last, L - 1) << "the Toeplitz form is chosen at L " << L << " but not at " << last + 1;
+      last = L;
+    }
+  return last;
+}
+
+struct DiagRun {
+  Tensor o;
+  std::vector<Tensor> grads;  // dq, dkt, dv, then the six ssm_diag parameters
+};
+
+DiagRun run_diag(const H3SsmParams& p, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& r,
+                 H3DiagMethod method) {
+  for (const Tensor& t : diag_params(p)) t.zero_grad();
+  for (const Tensor* t : {&q, &kt, &v}) t->zero_grad();
+  DiagRun run;
+  run.o = h3_diag_mix(q, kt, v, p, method);
+  backward_weighted(run.o, r);
+  for (const Tensor* t : {&q, &kt, &v}) run.grads.push_back(t->grad().clone());
+  for (const Tensor& t : diag_params(p)) run.grads.push_back(t.grad().clone());
+  return run;
+}
+
+const char* const kDiagGradNames[] = {"dq", "dkt", "dv", "log_dt", "inv_A_real", "A_imag", "ssm_diag.B",
+                                      "ssm_diag.C", "ssm_diag.D"};
+
+// The automatic choice at the users' sizes (bench/bench_h3 --crossover has the figures):
+// the Zoology MQAR study (B=64, L up to 512, D 32..64, N=64, head_dim 1 and 2) and
+// nanoGPT's shakespeare_char recipe (B=12, L=64, D=128) take the Toeplitz form; long
+// sequences and batches too small for a GEMM (decoding-size checks) take the recurrence.
+TEST(H3DiagMethods, ChoosesTheFasterMethodAtUsersSizes) {
+  for (int64_t D : {32, 64})
+    for (int64_t dh : {1, 2})
+      for (int64_t L : {32, 64, 128, 256, 512})
+        EXPECT_EQ(h3_diag_method(64, L, D, 64, dh), H3DiagMethod::toeplitz) << "D " << D << " dh " << dh << " L " << L;
+  EXPECT_EQ(h3_diag_method(12, 64, 128, 64, 1), H3DiagMethod::toeplitz);
+  EXPECT_EQ(h3_diag_method(8, 1024, 256, 64, 1), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(64, 4096, 64, 64, 2), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(1, 64, 64, 64, 1), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(2, 32, 64, 64, 1), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(64, 256, 64, 16, 1), H3DiagMethod::recurrence);  // small d_state
+}
+
+// At d_state 64 the automatic choice switches once, and at the last Toeplitz length and
+// the first recurrence length both methods give the same output and gradients, in float64
+// to rounding and in float32 to the float32 tolerances; the automatic method gives exactly
+// the result of the method it picks. Batches 4 (head_dim 1) and 2 (head_dim 2) keep the
+// threshold short (128 and 384) for the float64 runs.
+TEST(H3DiagMethods, AgreeAtTheThreshold) {
+  const int64_t D = 16, N = 64;
+  for (int64_t dh : {1, 2}) {
+    const int64_t B = dh == 1 ? 4 : 2;
+    const int64_t Lmax = toeplitz_max_length(B, D, N, dh);
+    ASSERT_GE(Lmax, 64);
+    ASSERT_LT(Lmax, 4096);
+    for (int64_t L : {Lmax, Lmax + 1}) {
+      for (DType dt : {DType::f64, DType::f32}) {
+        SCOPED_TRACE("dh " + std::to_string(dh) + " L " + std::to_string(L) + " " + dtype_name(dt));
+        const bool f64 = dt == DType::f64;
+        auto m = make_mixer(D, N, dh, dt, 31);
+        randomize(*m, 32);
+        Generator gen(33);
+        auto rnd = [&] { return f64 ? rand_f64({B, L, D}, gen) : rand_f32({B, L, D}, gen, -1, 1, true); };
+        const Tensor q = rnd(), kt = rnd(), v = rnd();
+        const Tensor r = rand_f64({B, L, D}, gen, -1, 1, false);
+        const DiagRun rec = run_diag(m->ssm(), q, kt, v, r, H3DiagMethod::recurrence);
+        const DiagRun toe = run_diag(m->ssm(), q, kt, v, r, H3DiagMethod::toeplitz);
+        const DiagRun aut = run_diag(m->ssm(), q, kt, v, r, H3DiagMethod::automatic);
+        const double rtol_out = f64 ? 1e-12 : 4e-5, rtol_grad = f64 ? 1e-11 : 1e-4;
+        EXPECT_TRUE(close_to_scale(toe.o, rec.o, rtol_out, "forward"));
+        for (size_t i = 0; i < rec.grads.size(); ++i)
+          EXPECT_TRUE(close_to_scale(toe.grads[i], rec.grads[i], rtol_grad, kDiagGradNames[i]));
+        const DiagRun& picked = L == Lmax ? toe : rec;
+        EXPECT_TRUE(same_values(aut.o, picked.o));
+        for (size_t i = 0; i < rec.grads.size(); ++i) EXPECT_TRUE(same_values(aut.grads[i], picked.grads[i]));
+      }
+    }
+  }
+}
+
+// Central differences in float64 through each method, every element of the inputs and of
+// the six ssm_diag parameters, at small awkward shapes.
+TEST(H3DiagMethods, GradCheckFloat64) {
+  ThreadCount one(1);
+  struct C {
+    int64_t B, L, D, N, dh;
+  };
+  for (C c : {C{2, 9, 4, 4, 2}, C{1, 5, 3, 6, 1}, C{2, 1, 4, 8, 2}, C{1, 70, 2, 4, 1}})
+    for (H3DiagMethod method : {H3DiagMethod::recurrence, H3DiagMethod::toeplitz}) {
+      SCOPED_TRACE(std::string(method_name(method)) + " B " + std::to_string(c.B) + " L " + std::to_string(c.L));
+      auto m = make_mixer(c.D, c.N, c.dh, DType::f64, 41);
+      randomize(*m, 42);
+      const H3SsmParams& p = m->ssm();
+      Generator gen(43);
+      std::vector<Tensor> inputs;
+      for (int i = 0; i < 3; ++i) inputs.push_back(rand_f64({c.B, c.L, c.D}, gen));
+      for (const Tensor& t : diag_params(p)) inputs.push_back(t);
+      GradCheckOptions opt;
+      opt.atol = 1e-7;
+      EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return h3_diag_mix(in[0], in[1], in[2], p, method); },
+                            inputs, opt));
+    }
+}
+
+// The Toeplitz form at a size where its passes and head loop run in parallel: the same
+// bits twice on all threads and once on one thread (the suite's test of this runs at a
+// length past the threshold, on the recurrence).
+TEST(H3DiagMethods, ToeplitzBitIdenticalAcrossThreadCounts) {
+  const int saved = omp_get_max_threads();
+  const int64_t B = 4, L = 100, D = 32, N = 64;
+  for (int64_t dh : {1, 2}) {
+    auto m = make_mixer(D, N, dh, DType::f32, 51);
+    randomize(*m, 52);
+    Generator gen(53);
+    const Tensor q = rand_f32({B, L, D}, gen, -1, 1, true), kt = rand_f32({B, L, D}, gen, -1, 1, true),
+                 v = rand_f32({B, L, D}, gen, -1, 1, true), r = rand_f32({B, L, D}, gen);
+    std::vector<DiagRun> runs;
+    for (int threads : {saved, saved, 1}) {
+      omp_set_num_threads(threads);
+      runs.push_back(run_diag(m->ssm(), q, kt, v, r, H3DiagMethod::toeplitz));
+    }
+    omp_set_num_threads(saved);
+    // A size below the parallel threshold (the kernels' regions inactive) leaves the
+    // caller's thread count as it was: the op pins oneDNN to one thread inside its own
+    // region only.
+    Generator small_gen(54);
+    const Tensor qs = rand_f32({1, 3, D}, small_gen, -1, 1, true);
+    run_diag(m->ssm(), qs, qs, qs, rand_f32({1, 3, D}, small_gen), H3DiagMethod::toeplitz);
+    EXPECT_EQ(omp_get_max_threads(), saved);
+    for (int k : {1, 2}) {
+      SCOPED_TRACE("dh " + std::to_string(dh) + (k == 1 ? ": two runs on all threads" : ": all threads and one"));
+      EXPECT_TRUE(same_values(runs[0].o, runs[k].o));
+      for (size_t i = 0; i < runs[0].grads.size(); ++i) EXPECT_TRUE(same_values(runs[0].grads[i], runs[k].grads[i]));
+    }
+  }
+}
+
+// The layer's recurrent form (h3_core_step, always the recurrence) against its parallel
+// form at MQAR lengths, where the parallel form takes the Toeplitz route: float64 to
+// rounding, float32 to 1e-5 of the output's scale.
+TEST(H3DiagMethods, RecurrentStepsMatchToeplitzForm) {
+  ThreadCount one(1);
+  const int64_t B = 4, L = 64, D = 16, N = 64;
+  for (int64_t dh : {1, 2}) {
+    ASSERT_EQ(h3_diag_method(B, L, D, N, dh), H3DiagMethod::toeplitz);
+    for (DType dt : {DType::f64, DType::f32}) {
+      SCOPED_TRACE("dh " + std::to_string(dh) + " " + dtype_name(dt));
+      auto m = make_mixer(D, N, dh, dt, 61);
+      randomize(*m, 62);
+      Generator gen(63);
+      const Tensor x = dt == DType::f64 ? rand_f64({B, L, D}, gen, -1, 1, false) : rand_f32({B, L, D}, gen);
+      Tensor y;
+      {
+        NoGradGuard ng;
+        Generator unused(0);
+        y = m->forward(x, false, unused);
+      }
+      auto state = m->init_state(B);
+      const double tol = (dt == DType::f64 ? 1e-13 : 1e-5) * max_abs(y);
+      for (int64_t t = 0; t < L; ++t) {
+        Tensor xt = Tensor::empty({B, D}, dt);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t e = 0; e < D; ++e) {
+            const double val = x.item((b * L + t) * D + e);
+            if (dt == DType::f64) xt.f64()[b * D + e] = val;
+            else xt.f32()[b * D + e] = static_cast<float>(val);
+          }
+        const Tensor yt = m->step(*state, xt);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t e = 0; e < D; ++e)
+            ASSERT_NEAR(yt.item(b * D + e), y.item((b * L + t) * D + e), tol) << "t " << t << " b " << b << " e " << e;
+      }
+    }
+  }
+}
 
 }  // namespace
