@@ -8,10 +8,8 @@
 // CPU time is printed beside wall time: the machine is shared, and with one thread the CPU
 // time leaves out the time the run was descheduled.
 //   OMP_NUM_THREADS=1 ./build/bench_gla [--quick] [--shape B L H dk dv]
-#include <time.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -37,36 +35,15 @@ Tensor random_tensor(const Shape& s, Generator& g, double lo, double hi) {
   return t;
 }
 
-double cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-struct Timing {
-  double wall, cpu;  // medians, ms
-};
-
 // Forward + backward (the sum of the output as the loss), `reps` times after 2 warm-up
 // calls: median wall time and median CPU time of the process. The machine is shared;
 // with one thread, CPU time does not count the time the run was descheduled.
-Timing fwd_bwd_ms(const std::function<Tensor()>& f, const std::vector<Tensor*>& inputs, int reps) {
+bench::Timing fwd_bwd_ms(const std::function<Tensor()>& f, const std::vector<Tensor*>& inputs, int reps) {
   auto once = [&] {
     backward(sum(f()));
     for (Tensor* t : inputs) t->zero_grad();
   };
-  for (int i = 0; i < 2; ++i) once();
-  std::vector<double> wall, cpu;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double c0 = cpu_ms();
-    once();
-    cpu.push_back(cpu_ms() - c0);
-    wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(wall.begin(), wall.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
+  return bench::median_wall_cpu(once, reps, reps, 0);
 }
 
 // GLA with H heads of widths dk, dv (q, k, gate logits (B, L, H*dk), v (B, L, H*dv)) and
@@ -79,11 +56,11 @@ void run(int64_t B, int64_t L, int64_t H, int64_t dk, int64_t dv, int64_t la_hea
   // Gate logits in [-6, 4]: with the normaliser 16, log a from -0.38 to -0.001 per step.
   Tensor u = random_tensor({B, L, Dk}, g, -6, 4);
   const double scale = 1.0 / std::sqrt(double(dk));
-  const Timing gla =
+  const bench::Timing gla =
       fwd_bwd_ms([&] { return gla_chunk_attention(q, k, v, u, H, scale, 16.0); }, {&q, &k, &v, &u}, reps);
   Tensor lq = random_tensor({B, L, Dv}, g, -1, 1), lk = random_tensor({B, L, Dv}, g, -1, 1);
   Tensor lv = random_tensor({B, L, Dv}, g, -1, 1);
-  const Timing la =
+  const bench::Timing la =
       fwd_bwd_ms([&] { return causal_linear_attention(lq, lk, lv, la_heads, 1e-6); }, {&lq, &lk, &lv}, reps);
   std::printf("%4lld %5lld %4lld %4lld %4lld %9.3f %9.3f %9.3f %9.3f %7.2f\n", (long long)B, (long long)L,
               (long long)Dv, (long long)dk, (long long)dv, gla.wall, gla.cpu, la.wall, la.cpu, gla.cpu / la.cpu);

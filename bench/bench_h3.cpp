@@ -9,10 +9,8 @@
 // --shape B L D dh N method times one case of h3_diag_mix, or of h3_shift_conv with method
 // "shift" (for perf).
 //   OMP_NUM_THREADS=1 ./build/bench_h3 [--quick] [--crossover | --shape B L D dh N auto|recurrence|toeplitz|shift]
-#include <time.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -39,19 +37,9 @@ Tensor random_tensor(const Shape& s, Generator& g) {
   return t;
 }
 
-double cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-struct Timing {
-  double wall, cpu;  // medians, ms
-};
-
 // Forward + backward (the sum of the output as the loss) after 2 warm-up calls, repeated
 // until ~0.4 s or 15 times (at least 3): median wall and median CPU time of the process.
-Timing fwd_bwd_ms(const std::function<Tensor()>& f, const std::vector<Tensor>& zero, bool quick,
+bench::Timing fwd_bwd_ms(const std::function<Tensor()>& f, const std::vector<Tensor>& zero, bool quick,
                   bool with_backward = true) {
   auto once = [&] {
     if (!with_backward) {
@@ -61,25 +49,11 @@ Timing fwd_bwd_ms(const std::function<Tensor()>& f, const std::vector<Tensor>& z
     backward(sum(f()));
     for (const Tensor& t : zero) t.zero_grad();
   };
-  for (int i = 0; i < 2; ++i) once();
-  std::vector<double> wall, cpu;
-  double spent = 0;
-  const int max_reps = quick ? 3 : 15;
-  while (int(wall.size()) < max_reps && (wall.size() < 3 || spent < 400)) {
-    const double c0 = cpu_ms();
-    const auto w0 = std::chrono::steady_clock::now();
-    once();
-    wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count());
-    cpu.push_back(cpu_ms() - c0);
-    spent += wall.back();
-  }
-  std::sort(wall.begin(), wall.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
+  return bench::median_wall_cpu(once, 3, quick ? 3 : 15, 400);
 }
 
 // The forward alone (no tape), timed as fwd_bwd_ms.
-Timing fwd_ms(const std::function<Tensor()>& f, bool quick) {
+bench::Timing fwd_ms(const std::function<Tensor()>& f, bool quick) {
   NoGradGuard no_grad;
   return fwd_bwd_ms(f, {}, quick, false);
 }
@@ -102,9 +76,9 @@ void run(const Shape5& s, bool quick) {
   std::vector<Tensor> zero_op = params, zero_layer = params;
   zero_op.insert(zero_op.end(), {q, kt, v});
   zero_layer.push_back(x);
-  const Timing op = fwd_bwd_ms([&] { return h3_diag_mix(q, kt, v, p); }, zero_op, quick);
+  const bench::Timing op = fwd_bwd_ms([&] { return h3_diag_mix(q, kt, v, p); }, zero_op, quick);
   Generator drop(0);
-  const Timing layer = fwd_bwd_ms([&] { return m.forward(x, true, drop); }, zero_layer, quick);
+  const bench::Timing layer = fwd_bwd_ms([&] { return m.forward(x, true, drop); }, zero_layer, quick);
   std::printf("%4lld %5lld %4lld %3lld | %10.2f %10.2f | %10.2f %10.2f\n", (long long)s.B, (long long)s.L,
               (long long)s.D, (long long)s.dh, op.wall, op.cpu, layer.wall, layer.cpu);
   std::fflush(stdout);
@@ -172,7 +146,7 @@ int main(int argc, char** argv) {
       Tensor q = random_tensor({B, L, D}, g), kt = random_tensor({B, L, D}, g), v = random_tensor({B, L, D}, g);
       zero.insert(zero.end(), {q, kt, v});
       auto op = [&] { return m == "shift" ? h3_shift_conv(q, mx.ssm()) : h3_diag_mix(q, kt, v, mx.ssm(), method); };
-      Timing t{}, fwd{};
+      bench::Timing t{}, fwd{};
       for (int r = 0; r < (quick ? 1 : 10); ++r) {  // ~10 s of runs for a profile
         t = fwd_bwd_ms(op, zero, quick);
         fwd = fwd_ms(op, quick);
