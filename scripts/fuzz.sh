@@ -100,6 +100,7 @@ for t in "${targets[@]}"; do
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "build-fuzz/$t.log")
   echo "executions: ${runs:-?}  seconds: $seconds  exec/s: $(( ${runs:-0} / (seconds > 0 ? seconds : 1) ))" \
        " peak RSS: ${rss:-?} MB  corpus: $(ls "$corpus" | wc -l) files" \
-       " crashes: $(ls "$crashes" | wc -l)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+       " crashes: $(ls "$crashes" | grep -vc '^slow-unit-')  slow inputs: $(ls "$crashes" | grep -c '^slow-unit-')" \
+       " load: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 exit $status
