@@ -49,4 +49,15 @@ void copy_params(const Mixer& from, const Mixer& to) {
   for (size_t i = 0; i < a.size(); ++i) b[i].second.copy_from(a[i].second.to(b[i].second.dtype()));
 }
 
+Tensor time_slice(const Tensor& x, int64_t t) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  Tensor out = Tensor::empty({B, D}, x.dtype());
+  dispatch_float(x.dtype(), "time_slice", [&](auto tag) {
+    using T = decltype(tag);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < D; ++e) out.data<T>()[b * D + e] = x.data<T>()[(b * L + t) * D + e];
+  });
+  return out;
+}
+
 }  // namespace seqmix::testing

@@ -19,6 +19,9 @@ void randomise(const Mixer& m, Generator& gen, double lo = -0.5, double hi = 0.5
 // before t0 bit-identical and changes output t0.
 void expect_causal(Mixer& layer, const Tensor& x, const std::vector<int64_t>& changed_positions);
 
+// x[:, t, :] of a (B, L, D) tensor, as (B, D): the input of a recurrent step.
+Tensor time_slice(const Tensor& x, int64_t t);
+
 // Copies the parameter values of `from` into `to` (converting the dtype).
 void copy_params(const Mixer& from, const Mixer& to);
 
