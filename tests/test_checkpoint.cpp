@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <vector>
 
 #include "train/checkpoint.h"
 #include "train/checkpoint_digest.h"
@@ -227,6 +229,145 @@ TEST_F(CheckpointTest, ReadableByH5dump) {
   std::string text((std::istreambuf_iterator<char>(in)), {});
   EXPECT_NE(text.find("norm_f.weight"), std::string::npos);
   EXPECT_NE(text.find("format_version"), std::string::npos);
+}
+
+// ---- files crafted by hand ----
+// The digest guards against damage, not against intent: anyone can edit a
+// checkpoint with h5py and recompute the digest (docs/checkpoints.md says how). What
+// lies behind it must then be checked by seqmix itself, without trusting shapes.
+
+// Replaces the dataset at `where` with one of `dims` elements of `type` (contents
+// from `values`, or none written when null), optionally with a dataset creation
+// property list, then reseals the digest.
+void replace_dataset(const std::string& path, const std::string& where, hid_t type, std::vector<hsize_t> dims,
+                     const void* values, hid_t dcpl = H5P_DEFAULT) {
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  H5Ldelete(f, where.c_str(), H5P_DEFAULT);
+  hid_t s = dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  hid_t d = H5Dcreate2(f, where.c_str(), type, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(d, 0) << where;
+  if (values) {
+    ASSERT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values), 0) << where;
+  }
+  H5Dclose(d);
+  H5Sclose(s);
+  H5Fclose(f);
+  seal_checkpoint_digest(path);
+}
+
+void replace_root_attr(const std::string& path, const std::string& name, hid_t type, hsize_t n, const void* values) {
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  H5Adelete(f, name.c_str());
+  hid_t s = H5Screate_simple(1, &n, nullptr);
+  hid_t a = H5Acreate2(f, name.c_str(), type, s, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(H5Awrite(a, type, values), 0);
+  H5Aclose(a);
+  H5Sclose(s);
+  H5Fclose(f);
+  seal_checkpoint_digest(path);
+}
+
+hid_t vlen_utf8() {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, H5T_VARIABLE);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+
+// HDF5 writes every stored element into the one-value buffer a scalar read passes
+// it: an array in place of a scalar wrote past seqmix's buffers.
+TEST_F(CheckpointTest, RefusesAnArrayWhereItExpectsOneValue) {
+  const int64_t steps[4] = {1, 2, 3, 4};
+  const uint64_t counters[3] = {5, 6, 7};
+  const double accuracies[2] = {0.5, 0.25};
+  const char* vocabularies[2] = {"ab", "cd"};
+  const struct {
+    std::string where;
+    std::function<void(const std::string&)> edit;
+    std::string expected;
+  } cases[] = {
+      {"/optimizer/step", [&](const std::string& p) { replace_dataset(p, "/optimizer/step", H5T_NATIVE_INT64, {4}, steps); },
+       "/optimizer/step must hold one value, it holds 4"},
+      {"/train/step", [&](const std::string& p) { replace_dataset(p, "/train/step", H5T_NATIVE_UINT64, {3}, counters); },
+       "/train/step must hold one value, it holds 3"},
+      {"/train/best_valid_accuracy",
+       [&](const std::string& p) { replace_dataset(p, "/train/best_valid_accuracy", H5T_NATIVE_DOUBLE, {2}, accuracies); },
+       "/train/best_valid_accuracy must hold one value, it holds 2"},
+      {"/tokenizer",
+       [&](const std::string& p) {
+         hid_t t = vlen_utf8();
+         replace_dataset(p, "/tokenizer", t, {2}, vocabularies);
+         H5Tclose(t);
+       },
+       "/tokenizer must hold one value, it holds 2"},
+      {"format_version", [&](const std::string& p) { replace_root_attr(p, "format_version", H5T_NATIVE_INT64, 3, steps); },
+       "attribute 'format_version' must hold one value, it holds 3"},
+      {"config",
+       [&](const std::string& p) {
+         hid_t t = vlen_utf8();
+         replace_root_attr(p, "config", t, 2, vocabularies);
+         H5Tclose(t);
+       },
+       "attribute 'config' must hold one value, it holds 2"},
+  };
+  for (const auto& c : cases) {
+    write_checkpoint(path, sample_data());
+    c.edit(path);
+    const std::string msg = error_of([&] { read_checkpoint(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << c.where << ": " << msg;
+    EXPECT_NE(msg.find(c.expected), std::string::npos) << c.where << ": " << msg;
+  }
+}
+
+TEST_F(CheckpointTest, RefusesAStepThatIsNegativeOrNotAnInteger) {
+  write_checkpoint(path, sample_data());
+  const int64_t negative = -3;
+  replace_dataset(path, "/optimizer/step", H5T_NATIVE_INT64, {}, &negative);
+  std::string msg = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(msg.find("/optimizer/step is negative (-3)"), std::string::npos) << msg;
+
+  write_checkpoint(path, sample_data());
+  const double fractional = 2.5;
+  replace_dataset(path, "/optimizer/step", H5T_NATIVE_DOUBLE, {}, &fractional);
+  msg = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(msg.find("/optimizer/step is not an integer"), std::string::npos) << msg;
+}
+
+// A dataset may declare a shape and store nothing (HDF5 reads its fill value): a
+// file of a few kilobytes asked for 128 GiB.
+TEST_F(CheckpointTest, RefusesAShapeTheFileDoesNotStore) {
+  write_checkpoint(path, sample_data());
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  const hsize_t chunk[2] = {1024, 1024};
+  H5Pset_chunk(dcpl, 2, chunk);
+  replace_dataset(path, "/params/norm_f.weight", H5T_IEEE_F32LE, {hsize_t{1} << 20, hsize_t{1} << 15}, nullptr, dcpl);
+  H5Pclose(dcpl);
+  EXPECT_LT(fs::file_size(path), 1u << 20);
+  const std::string msg = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(msg.find("/params/norm_f.weight has shape (1048576, 32768)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the file stores only 0 bytes of it"), std::string::npos) << msg;
+}
+
+// ... while compressed tensors (h5py's compression="gzip") store fewer bytes than
+// their shape and still load.
+TEST_F(CheckpointTest, LoadsCompressedTensors) {
+  if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0) GTEST_SKIP() << "this HDF5 has no deflate filter";
+  write_checkpoint(path, sample_data());
+  std::vector<float> zeros(4096, 0.0f);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  const hsize_t chunk[2] = {64, 64};
+  H5Pset_chunk(dcpl, 2, chunk);
+  H5Pset_deflate(dcpl, 6);
+  for (const char* where : {"/params/norm_f.weight", "/optimizer/m/norm_f.weight", "/optimizer/v/norm_f.weight"})
+    replace_dataset(path, where, H5T_IEEE_F32LE, {64, 64}, zeros.data(), dcpl);
+  H5Pclose(dcpl);
+  const CheckpointData d = read_checkpoint(path);
+  ASSERT_EQ(d.params.size(), 2u);
+  EXPECT_EQ(d.params[1].first, "norm_f.weight");
+  EXPECT_EQ(d.params[1].second.shape(), (Shape{64, 64}));
+  EXPECT_EQ(d.params[1].second.f32()[4095], 0.0f);
 }
 
 }  // namespace

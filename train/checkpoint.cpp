@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "train/checkpoint_digest.h"
+#include "train/memory_estimate.h"
 
 // Set by libFuzzer in fuzz builds; absent (null) otherwise.
 extern "C" void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
@@ -185,11 +186,29 @@ Handle open_group(const Reader& r, hid_t parent, const std::string& name, bool r
   return Handle(g, H5Gclose);
 }
 
-std::string read_string_attr(const Reader& r, hid_t obj, const std::string& name) {
+// A read of one value hands HDF5 a buffer for one value, and HDF5 writes every
+// element the file declares into it: a file holding an array where seqmix expects a
+// scalar (made with h5py, say) would write past the buffer. So the count is checked
+// first.
+void require_one_value(const Reader& r, hid_t space, const std::string& what) {
+  const hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+  if (n < 0) r.fail(what + " has an unreadable shape (the file is damaged)");
+  if (n != 1) r.fail(what + " must hold one value, it holds " + std::to_string(n));
+}
+
+Handle open_attr(const Reader& r, hid_t obj, const std::string& name) {
   if (H5Aexists(obj, name.c_str()) <= 0) r.fail("attribute '" + name + "' is missing");
   Handle attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
+  if (!attr.ok()) r.fail("attribute '" + name + "' is unreadable (the file is damaged)");
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  require_one_value(r, space.get(), "attribute '" + name + "'");
+  return attr;
+}
+
+std::string read_string_attr(const Reader& r, hid_t obj, const std::string& name) {
+  Handle attr = open_attr(r, obj, name);
   Handle ftype(H5Aget_type(attr.get()), H5Tclose);
-  if (!attr.ok() || H5Tget_class(ftype.get()) != H5T_STRING) r.fail("attribute '" + name + "' is not a string");
+  if (H5Tget_class(ftype.get()) != H5T_STRING) r.fail("attribute '" + name + "' is not a string");
   if (H5Tis_variable_str(ftype.get()) > 0) {
     Handle mtype = utf8_string_type();
     char* p = nullptr;
@@ -206,13 +225,44 @@ std::string read_string_attr(const Reader& r, hid_t obj, const std::string& name
 }
 
 int64_t read_int_attr(const Reader& r, hid_t obj, const std::string& name) {
-  if (H5Aexists(obj, name.c_str()) <= 0) r.fail("attribute '" + name + "' is missing");
-  Handle attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
+  Handle attr = open_attr(r, obj, name);
   Handle ftype(H5Aget_type(attr.get()), H5Tclose);
   if (H5Tget_class(ftype.get()) != H5T_INTEGER) r.fail("attribute '" + name + "' is not an integer");
   int64_t v = 0;
   if (H5Aread(attr.get(), H5T_NATIVE_INT64, &v) < 0) r.fail("cannot read attribute '" + name + "'");
   return v;
+}
+
+// A dataset can declare any shape and store nothing (HDF5 reads its fill value where
+// no data was written), so a file of a few kilobytes could make seqmix allocate
+// terabytes. Unfiltered or checksummed data must be stored in full; compressed data
+// (an h5py file written with gzip, say) can be smaller than its shape, so there the
+// shape is only held against the machine's memory.
+void check_stored_bytes(const Reader& r, hid_t dataset, const std::string& where, const Shape& shape) {
+  const int64_t numel = shape_numel(shape);
+  const long double bytes = 4.0L * static_cast<long double>(numel);
+  Handle dcpl(H5Dget_create_plist(dataset), H5Pclose);
+  const int nfilters = dcpl.ok() ? H5Pget_nfilters(dcpl.get()) : -1;
+  if (nfilters < 0) r.fail(where + " has unreadable storage properties (the file is damaged)");
+  bool compressed = false;
+  for (int i = 0; i < nfilters; ++i) {
+    unsigned flags = 0, filter_config = 0;
+    size_t n_values = 0;
+    if (H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr, 0, nullptr, &filter_config) !=
+        H5Z_FILTER_FLETCHER32)
+      compressed = true;
+  }
+  const long double machine = machine_memory_bytes();
+  if (compressed) {
+    if (machine > 0 && bytes > machine)
+      r.fail(where + " has shape " + shape_str(shape) + ": needs " + format_gib(bytes) + " GiB, this machine has " +
+             format_gib(machine) + " GiB");
+    return;
+  }
+  const hsize_t stored = H5Dget_storage_size(dataset);
+  if (static_cast<long double>(stored) < bytes)
+    r.fail(where + " has shape " + shape_str(shape) + " (" + std::to_string(numel) + " float32 values) but the file stores only " +
+           std::to_string(stored) + " bytes of it");
 }
 
 Tensor read_tensor(const Reader& r, hid_t group, const std::string& gname, const std::string& name) {
@@ -225,9 +275,13 @@ Tensor read_tensor(const Reader& r, hid_t group, const std::string& gname, const
   Handle space(H5Dget_space(d.get()), H5Sclose);
   int rank = H5Sget_simple_extent_ndims(space.get());
   if (rank < 0) r.fail(where + " has an unreadable shape (the file is damaged)");
+  if (H5Sget_simple_extent_type(space.get()) == H5S_NULL) r.fail(where + " holds no data (a null dataspace)");
   std::vector<hsize_t> dims(static_cast<size_t>(rank));
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  for (hsize_t n : dims)
+    if (n > static_cast<hsize_t>(INT64_MAX)) r.fail(where + " has a dimension of " + std::to_string(n) + " elements");
   Shape shape(dims.begin(), dims.end());
+  check_stored_bytes(r, d.get(), where, shape);
   Tensor t = Tensor::empty(shape);
   if (t.numel() > 0 && H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.f32()) < 0)
     r.fail("cannot read " + where + ": the file is truncated or corrupted (checksum or read error)");
@@ -323,6 +377,15 @@ void write_checkpoint(const std::string& path, const CheckpointData& data) {
 
 namespace {
 
+// A dataset that must hold one value (a step, a counter, the vocabulary text).
+Handle open_scalar(const Reader& r, hid_t parent, const std::string& name, const std::string& where) {
+  Handle d(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!d.ok()) r.fail(where + " is not a dataset");
+  Handle space(H5Dget_space(d.get()), H5Sclose);
+  require_one_value(r, space.get(), where);
+  return d;
+}
+
 // Everything HDF5 reads; only for a file whose digest matched, or in a child process.
 CheckpointData parse_hdf5(const std::string& path) {
   Reader r{path};
@@ -345,9 +408,12 @@ CheckpointData parse_hdf5(const std::string& path) {
   {
     Handle g = open_group(r, file.get(), "optimizer");
     if (H5Lexists(g.get(), "step", H5P_DEFAULT) <= 0) r.fail("/optimizer/step is missing");
-    Handle d(H5Dopen2(g.get(), "step", H5P_DEFAULT), H5Dclose);
-    if (!d.ok() || H5Dread(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &out.optimizer_step) < 0)
+    Handle d = open_scalar(r, g.get(), "step", "/optimizer/step");
+    Handle t(H5Dget_type(d.get()), H5Tclose);
+    if (H5Tget_class(t.get()) != H5T_INTEGER) r.fail("/optimizer/step is not an integer");
+    if (H5Dread(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &out.optimizer_step) < 0)
       r.fail("cannot read /optimizer/step");
+    if (out.optimizer_step < 0) r.fail("/optimizer/step is negative (" + std::to_string(out.optimizer_step) + ")");
     out.adam_m = read_tensor_group(r, g.get(), "m");
     out.adam_v = read_tensor_group(r, g.get(), "v");
     for (const NamedTensors* moments : {&out.adam_m, &out.adam_v}) {
@@ -364,8 +430,10 @@ CheckpointData parse_hdf5(const std::string& path) {
     if (const std::string bad = first_non_finite(*ts, group); !bad.empty())
       r.fail("holds non-finite values (from a diverged run?): " + bad);
   if (H5Lexists(file.get(), "tokenizer", H5P_DEFAULT) > 0) {
-    Handle d(H5Dopen2(file.get(), "tokenizer", H5P_DEFAULT), H5Dclose);
-    if (!d.ok()) r.fail("/tokenizer is not a dataset");
+    Handle d = open_scalar(r, file.get(), "tokenizer", "/tokenizer");
+    Handle t(H5Dget_type(d.get()), H5Tclose);
+    if (H5Tget_class(t.get()) != H5T_STRING || H5Tis_variable_str(t.get()) <= 0)
+      r.fail("/tokenizer is not a variable-length string");
     Handle mtype = utf8_string_type();
     char* p = nullptr;
     if (H5Dread(d.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0 || !p) r.fail("cannot read /tokenizer");
@@ -376,9 +444,9 @@ CheckpointData parse_hdf5(const std::string& path) {
   {
     Handle g = open_group(r, file.get(), "train");
     for (const std::string& k : member_names(r, g.get(), "/train")) {
-      Handle d(H5Dopen2(g.get(), k.c_str(), H5P_DEFAULT), H5Dclose);
+      Handle d = open_scalar(r, g.get(), k, "/train/" + k);
       Handle t(H5Dget_type(d.get()), H5Tclose);
-      if (!d.ok() || !t.ok()) r.fail("/train/" + k + " is unreadable");
+      if (!t.ok()) r.fail("/train/" + k + " is unreadable");
       if (H5Tget_class(t.get()) == H5T_INTEGER) {
         uint64_t v = 0;
         if (H5Dread(d.get(), H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0) r.fail("cannot read /train/" + k);

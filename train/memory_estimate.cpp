@@ -33,14 +33,14 @@ ld layer_activation_floats(const ModelOptions& m) {
   return mixer + mlp + 4 * D;  // norms and residuals
 }
 
-std::string gib(ld bytes) {
+}  // namespace
+
+std::string format_gib(long double bytes) {
   char buf[64];
-  const ld g = bytes / (1024.0L * 1024 * 1024);
+  const long double g = bytes / (1024.0L * 1024 * 1024);
   std::snprintf(buf, sizeof buf, "%.3Lg", g);
   return buf;
 }
-
-}  // namespace
 
 long double mixer_parameter_count(const ModelOptions& m) {
   const ld D = m.d_model;
@@ -108,10 +108,10 @@ void check_memory_fits(const Config& c, bool training, const std::string& what, 
   if (have <= 0 || e.total_bytes() <= have) return;
   char params[64];
   std::snprintf(params, sizeof params, "%.4Lg", e.parameters);
-  throw std::invalid_argument(what + " needs " + gib(e.total_bytes()) + " GiB (" + params + " parameters: weights " +
-                              gib(e.weights_bytes) + " GiB, Adam moments " + gib(e.optimizer_bytes) +
-                              " GiB, activations of one step " + gib(e.activation_bytes) + " GiB, data " +
-                              gib(e.data_bytes) + " GiB), this machine has " + gib(have) +
+  throw std::invalid_argument(what + " needs " + format_gib(e.total_bytes()) + " GiB (" + params + " parameters: weights " +
+                              format_gib(e.weights_bytes) + " GiB, Adam moments " + format_gib(e.optimizer_bytes) +
+                              " GiB, activations of one step " + format_gib(e.activation_bytes) + " GiB, data " +
+                              format_gib(e.data_bytes) + " GiB), this machine has " + format_gib(have) +
                               " GiB; reduce model.d_model, model.n_layers, training.batch_size or the sequence length");
 }
 

@@ -39,6 +39,9 @@ MemoryEstimate estimate_memory(const Config& config, bool training, int64_t rank
 // Physical memory of this machine in bytes (0 if unknown).
 long double machine_memory_bytes();
 
+// bytes in GiB to three significant digits, for messages ("0.75", "24").
+std::string format_gib(long double bytes);
+
 // Throws std::invalid_argument "<what> needs X GiB (parameters ..., ...), this
 // machine has Y GiB" when the estimate exceeds the machine's memory.
 void check_memory_fits(const Config& config, bool training, const std::string& what, int64_t ranks = 1);
