@@ -60,6 +60,10 @@ Tensor embedding(const Tensor& ids, const Tensor& weight);
 // (0 when every label is ignored).
 inline constexpr int32_t kIgnoreLabel = -100;
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+// The number of rows whose prediction, the first index of a largest logit, is the
+// label; ignored rows do not count. A NaN logit is never predicted, except that a
+// NaN in a row's first place predicts index 0. No gradient.
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
 
 // ---- ops_shape.cpp ----
 // One dimension may be -1. Shares the buffer.

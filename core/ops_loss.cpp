@@ -1,4 +1,5 @@
-// cross_entropy: fused log-softmax + negative log-likelihood, forward and backward.
+// cross_entropy: fused log-softmax + negative log-likelihood, forward and backward;
+// count_correct: the accuracy of the same logits.
 //
 // For a row r with logits x (V) and label y:
 //   lse_r  = max_j x_j + log sum_j exp(x_j - max_j x_j)
@@ -14,8 +15,8 @@
 // ns per logit and the backward from 2.1 to 1.8 (the backward streams three
 // (rows, V) arrays and is mostly memory-bound). float64 keeps std::exp.
 //
-// Backward accumulates (+=) into the logits' gradient buffer (the tape zeroes it
-// once per step).
+// Backward stores the logits' gradient when it is the first contribution
+// (GradCell::buffer_for_write) and accumulates (+=) otherwise.
 //
 // Determinism: rows are summed in fixed chunks of kChunk rows, each chunk into
 // its own double partial, and the partials are added in chunk order; the loss
@@ -162,50 +163,98 @@ double cross_entropy_forward(T* lse,                 // lse: (R); 0 for ignored 
 // d loss / d x[r, j] = (softmax(x_r)_j - [j == y_r]) / count for every
 // non-ignored row (loss_r = lse_r - x_{r,y}, d lse_r / d x_j = exp(x_j - lse_r),
 // and the mean divides by count); ignored rows did not enter the loss and get 0.
-// With the upstream scalar g folded in: dlogits += (p - onehot) * (g / count).
+// With the upstream scalar g folded in: dlogits += (p - onehot) * (g / count), or
+// with `overwrite` (the gradient's first contribution, in an uninitialised buffer)
+// dlogits = the same, which saves zeroing (rows, V) floats and reading them back.
 template <class T>
 void cross_entropy_backward(T* dlogits,             // dlogits: (R, V)
                             const T* lse,           // lse: (R)
                             const T* logits,        // logits: (R, V)
                             const int32_t* labels,  // labels: (R)
                             T scale,                // g / count
-                            int64_t R, int64_t V) {
+                            int64_t R, int64_t V, bool overwrite) {
 #pragma omp parallel for schedule(static) if (R * V > (1 << 14))
   for (int64_t r = 0; r < R; ++r) {
-    if (labels[r] == kIgnoreLabel) continue;
     const T* x = logits + r * V;
     T* dx = dlogits + r * V;
+    if (labels[r] == kIgnoreLabel) {
+      if (overwrite) std::fill(dx, dx + V, T(0));
+      continue;
+    }
     const T l = lse[r];
-    for (int64_t j = 0; j < V; ++j) dx[j] += exp_t(x[j] - l) * scale;
+    if (overwrite)
+      for (int64_t j = 0; j < V; ++j) dx[j] = exp_t(x[j] - l) * scale;
+    else
+      for (int64_t j = 0; j < V; ++j) dx[j] += exp_t(x[j] - l) * scale;
     dx[labels[r]] -= scale;
   }
 }
 
-}  // namespace
+// Whether the first index of a largest x[j] is y, as the scan `if (x[j] > x[best])
+// best = j` from best = 0 decides it, without the scan's serial dependency (which
+// made it 9% of an MQAR step at V = 8192): the maximum by row_max, then y must
+// attain it and no earlier index may (a count, which vectorises). A NaN in x[0]
+// holds the scan at 0, as nothing compares greater than NaN; a later NaN is never
+// chosen, and row_max skips it the same way.
+template <class T>
+bool first_argmax_is(const T* x,  // x: (V)
+                     int64_t V, int32_t y) {
+  const T m = row_max(x, V);
+  if (m != m) return y == 0;
+  if (x[y] != m) return false;
+  int64_t earlier = 0;
+  for (int64_t j = 0; j < y; ++j) earlier += x[j] == m;
+  return earlier == 0;
+}
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
-  check_ndim_at_least("cross_entropy", "logits", logits, 1);
+// Checks logits (..., V) against labels (...) for `op` and returns the number of
+// rows that are not ignored. A serial pass: it reports the first bad label by
+// position.
+int64_t count_labelled(const char* op, const Tensor& logits, const Tensor& labels) {
+  check_ndim_at_least(op, "logits", logits, 1);
   if (!labels.defined() || labels.dtype() != DType::i32)
-    throw ShapeError(std::string("cross_entropy: labels must be an int32 tensor, got ") +
+    throw ShapeError(std::string(op) + ": labels must be an int32 tensor, got " +
                      (labels.defined() ? dtype_name(labels.dtype()) : "undefined"));
   const Shape rows_shape(logits.shape().begin(), logits.shape().end() - 1);
   if (labels.shape() != rows_shape)
-    throw ShapeError("cross_entropy: labels have shape " + shape_str(labels.shape()) + ", expected " +
+    throw ShapeError(std::string(op) + ": labels have shape " + shape_str(labels.shape()) + ", expected " +
                      shape_str(rows_shape) + " (the logits shape " + shape_str(logits.shape()) +
                      " without its last axis)");
   const int64_t V = logits.size(-1), R = labels.numel();
   const int32_t* y = labels.i32();
-  // A serial pass: it counts the rows that enter the mean and reports the first
-  // bad label by position.
   int64_t count = 0;
   for (int64_t r = 0; r < R; ++r) {
     if (y[r] == kIgnoreLabel) continue;
     if (y[r] < 0 || y[r] >= V)
-      throw ShapeError("cross_entropy: label " + std::to_string(y[r]) + " at position " + std::to_string(r) +
+      throw ShapeError(std::string(op) + ": label " + std::to_string(y[r]) + " at position " + std::to_string(r) +
                        " is outside [0, " + std::to_string(V) + ") for logits " + shape_str(logits.shape()) +
                        " (only " + std::to_string(kIgnoreLabel) + " may be outside, to ignore a position)");
     ++count;
   }
+  return count;
+}
+
+}  // namespace
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  count_labelled("count_correct", logits, labels);
+  const int64_t V = logits.size(-1), R = labels.numel();
+  const int32_t* y = labels.i32();
+  int64_t correct = 0;
+  dispatch_float(logits.dtype(), "count_correct", [&](auto tag) {
+    using T = decltype(tag);
+    const T* x = logits.data<T>();
+#pragma omp parallel for reduction(+ : correct) schedule(static) if (R * V > (1 << 14))
+    for (int64_t r = 0; r < R; ++r)
+      if (y[r] != kIgnoreLabel) correct += first_argmax_is(x + r * V, V, y[r]);
+  });
+  return correct;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  const int64_t count = count_labelled("cross_entropy", logits, labels);
+  const int64_t V = logits.size(-1), R = labels.numel();
+  const int32_t* y = labels.i32();
   Tensor lse = Tensor::empty({R}, logits.dtype());
   Tensor loss = Tensor::zeros({}, logits.dtype());
   dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
@@ -217,10 +266,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   record({&loss}, [logits, labels, lse, count, R, V](const std::vector<Tensor>& g) {
     dispatch_float(logits.dtype(), "cross_entropy backward", [&](auto tag) {
       using T = decltype(tag);
-      T* dx = logits.grad_buffer().template data<T>();  // allocated even when every label is ignored
-      if (count == 0) return;
+      bool fresh = false;
+      Tensor& buffer = logits.grad_cell()->buffer_for_write(fresh);  // allocated even when every label is ignored
+      if (count == 0) {
+        if (fresh) buffer.fill(0.0);
+        return;
+      }
       const T scale = static_cast<T>(static_cast<double>(g[0].data<T>()[0]) / static_cast<double>(count));
-      cross_entropy_backward<T>(dx, lse.data<T>(), logits.data<T>(), labels.i32(), scale, R, V);
+      cross_entropy_backward<T>(buffer.template data<T>(), lse.data<T>(), logits.data<T>(), labels.i32(), scale, R, V,
+                                fresh);
     });
   });
   return loss;

@@ -130,23 +130,7 @@ LossResult LanguageModel::loss(const Tensor& tokens, const Tensor& labels, bool 
   }
   Tensor logits = head(h);  // (rows kept, V)
   res.loss = cross_entropy(logits, lab_t);
-  const int64_t V = opt_.vocab_size;
-  const int32_t* lv = lab_t.i32();
-  dispatch_float(logits.dtype(), "accuracy", [&](auto tag) {
-    using T = decltype(tag);
-    const T* lg = logits.data<T>();
-    int64_t correct = 0;
-#pragma omp parallel for reduction(+ : correct) schedule(static)
-    for (int64_t r = 0; r < logits.size(0); ++r) {
-      if (lv[r] == kIgnoreLabel) continue;
-      const T* row = lg + r * V;
-      int64_t best = 0;
-      for (int64_t v = 1; v < V; ++v)
-        if (row[v] > row[best]) best = v;
-      correct += best == lv[r];
-    }
-    res.correct = correct;
-  });
+  res.correct = count_correct(logits, lab_t);
   return res;
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "core/ops.h"
 #include "core/tape.h"
@@ -189,6 +190,20 @@ TEST(CrossEntropy, MatchesNaiveFloat32) {
   }
 }
 
+// The logits' gradient is stored by the first contribution and added by later
+// ones: two losses on the same logits give the sum of both naive gradients.
+TEST(CrossEntropy, TwoLossesOnTheSameLogitsAddTheirGradients) {
+  Generator gen(9);
+  Tensor logits = rand_f32({6, 37}, gen, -3, 3, true);
+  Tensor first = random_ids({6}, 37, gen), second = random_ids({6}, 37, gen);
+  second.i32()[2] = kIgnoreLabel;
+  backward(add(cross_entropy(logits, first), cross_entropy(logits, second)));
+  const Tensor g1 = cross_entropy_naive(logits, first).second, g2 = cross_entropy_naive(logits, second).second;
+  Tensor expected = Tensor::empty({6, 37});
+  for (int64_t i = 0; i < expected.numel(); ++i) expected.f32()[i] = g1.f32()[i] + g2.f32()[i];
+  EXPECT_TRUE(allclose(logits.grad(), expected, 1e-4, 1e-6));
+}
+
 TEST(CrossEntropy, NanLogitGivesNanLoss) {
   // The float32 path uses its own exp (core/ops_loss.cpp): it must not turn a
   // NaN into a finite loss.
@@ -200,6 +215,74 @@ TEST(CrossEntropy, NanLogitGivesNanLoss) {
   Tensor logits = Tensor::zeros({1, 9});
   logits.f32()[2] = -INFINITY;  // a masked class: finite loss
   EXPECT_NEAR(cross_entropy(logits, ids_tensor({1}, {3})).item(), std::log(8.0), 1e-6);
+}
+
+// ---- count_correct ----
+
+// The naive twin: the scalar scan the model used before count_correct.
+template <class T>
+int64_t count_correct_naive(const T* x, const int32_t* y, int64_t R, int64_t V) {
+  int64_t correct = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    if (y[r] == kIgnoreLabel) continue;
+    const T* row = x + r * V;
+    int64_t best = 0;
+    for (int64_t v = 1; v < V; ++v)
+      if (row[v] > row[best]) best = v;
+    correct += best == y[r];
+  }
+  return correct;
+}
+
+// Ties are the hard case (the first largest logit wins), so the logits are small
+// integers; some rows hold NaNs (in first place too), signed zeros or -inf.
+TEST(CountCorrect, MatchesTheScalarScanWithTiesAndNaNs) {
+  for (int64_t V : {1, 2, 7, 8, 9, 67, 1000}) {
+    Generator gen(static_cast<uint64_t>(V));
+    const int64_t R = 301;
+    Tensor x32 = Tensor::empty({R, V});
+    Tensor x64 = Tensor::empty({R, V}, DType::f64);
+    std::vector<int32_t> y(static_cast<size_t>(R));
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t levels = 1 + r % 4;  // 1 level: every logit ties
+      for (int64_t j = 0; j < V; ++j) {
+        double v = static_cast<double>(gen.randint(0, levels));
+        if (r % 5 == 1 && gen.randint(0, 4) == 0) v = NAN;
+        if (r % 5 == 2 && j == 0) v = NAN;
+        if (r % 5 == 3 && v == 0) v = gen.randint(0, 2) ? -0.0 : -INFINITY;
+        x32.f32()[r * V + j] = static_cast<float>(v);
+        x64.data<double>()[r * V + j] = v;
+      }
+      // Labels at the first maximum, at the last index that ties with it (correct only
+      // when the maximum is unique), or anywhere, so that both answers occur often.
+      const float* row = x32.f32() + r * V;
+      int64_t first = 0, last = 0;
+      for (int64_t j = 1; j < V; ++j) {
+        if (row[j] > row[first]) first = last = j;
+        else if (row[j] == row[first]) last = j;
+      }
+      const int64_t kind = r % 3;
+      y[static_cast<size_t>(r)] = r % 7 == 6 ? kIgnoreLabel
+                                  : kind == 0 ? static_cast<int32_t>(first)
+                                  : kind == 1 ? static_cast<int32_t>(last)
+                                              : static_cast<int32_t>(gen.randint(0, V));
+    }
+    Tensor labels = Tensor::from_vector({R}, y);
+    const int64_t expected32 = count_correct_naive(x32.f32(), y.data(), R, V);
+    EXPECT_EQ(count_correct(x32, labels), expected32) << "V=" << V;
+    EXPECT_EQ(count_correct(x64, labels), count_correct_naive(x64.data<double>(), y.data(), R, V)) << "V=" << V;
+    if (V > 1) {  // the test exercises both outcomes
+      EXPECT_GT(expected32, 0) << "V=" << V;
+      EXPECT_LT(expected32, R) << "V=" << V;
+    }
+  }
+}
+
+TEST(CountCorrect, RefusesLabelsOutsideTheVocabulary) {
+  expect_shape_error([&] { count_correct(Tensor::zeros({2, 5}), ids_tensor({2}, {1, 5})); },
+                     {"count_correct", "label 5", "position 1"});
+  expect_shape_error([&] { count_correct(Tensor::zeros({2, 5}), ids_tensor({3}, {1, 2, 3})); },
+                     {"count_correct", "(3)", "(2)"});
 }
 
 TEST(CrossEntropy, AllIgnoredGivesZeroLossAndGradient) {
