@@ -1,6 +1,8 @@
 #include "optim/adam_kernels.h"
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #ifdef __AVX512F__
@@ -29,12 +31,20 @@ namespace {
 // The scalar form, also the tail of the vector loop. std::sqrt is not vectorised by the
 // compiler here: without -fno-math-errno it must keep errno for negative inputs, hence the
 // explicit AVX-512 loop below.
+// Whether x is NaN or infinite, without a branch (all exponent bits set).
+inline bool not_finite(float x) { return (std::bit_cast<uint32_t>(x) & 0x7F800000u) == 0x7F800000u; }
+inline bool not_finite(double x) {
+  return (std::bit_cast<uint64_t>(x) & 0x7FF0000000000000ull) == 0x7FF0000000000000ull;
+}
+
+// Returns false if a stored p, m or v is not finite.
 template <class T, bool kDecoupled>
-void update_scalar(T* p, float* m, float* v, const T* g, int64_t begin, int64_t n, const AdamStepConstants& c) {
+bool update_scalar(T* p, float* m, float* v, const T* g, int64_t begin, int64_t n, const AdamStepConstants& c) {
   const T gs = static_cast<T>(c.grad_scale), df = static_cast<T>(c.decay_factor), l2 = static_cast<T>(c.l2);
   const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2);
   const T omb1 = T(1) - b1, omb2 = T(1) - b2;
   const T bc2 = static_cast<T>(c.bc2_sqrt), eps = static_cast<T>(c.eps), ss = static_cast<T>(c.step_size);
+  bool bad = false;
   for (int64_t i = begin; i < n; ++i) {
     T gi = g[i] * gs;
     T pi = p[i];
@@ -48,13 +58,21 @@ void update_scalar(T* p, float* m, float* v, const T* g, int64_t begin, int64_t 
     v[i] = static_cast<float>(vi);
     const T den = std::sqrt(vi) / bc2 + eps;
     p[i] = std::fma(-ss, mi / den, pi);
+    bad |= not_finite(p[i]) | not_finite(m[i]) | not_finite(v[i]);
   }
+  return !bad;
 }
 
 template <bool kDecoupled>
-void update_f32(float* p, float* m, float* v, const float* g, int64_t n, const AdamStepConstants& c) {
+bool update_f32(float* p, float* m, float* v, const float* g, int64_t n, const AdamStepConstants& c) {
   int64_t i = 0;
+  bool finite = true;
 #ifdef __AVX512F__
+  const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+  __mmask16 bad = 0;  // lanes that stored a NaN or an infinity
+  const auto not_finite16 = [&](__m512 x) {
+    return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(x), exponent), exponent);
+  };
   const float b1 = static_cast<float>(c.beta1), b2 = static_cast<float>(c.beta2);
   const __m512 gs = _mm512_set1_ps(static_cast<float>(c.grad_scale));
   const __m512 df = _mm512_set1_ps(static_cast<float>(c.decay_factor)), l2 = _mm512_set1_ps(static_cast<float>(c.l2));
@@ -76,27 +94,23 @@ void update_f32(float* p, float* m, float* v, const float* g, int64_t n, const A
     // The all-ones masked form is vsqrtps itself; the unmasked intrinsic's undefined
     // pass-through operand trips GCC 12's -Wmaybe-uninitialized.
     const __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_mask_sqrt_ps(vi, __mmask16(0xFFFF), vi), bc2), eps);
-    _mm512_storeu_ps(p + i, _mm512_fnmadd_ps(ss, _mm512_div_ps(mi, den), pi));
+    const __m512 pn = _mm512_fnmadd_ps(ss, _mm512_div_ps(mi, den), pi);
+    _mm512_storeu_ps(p + i, pn);
+    bad |= not_finite16(pn) | not_finite16(mi) | not_finite16(vi);
   }
+  finite = bad == 0;
 #endif
-  update_scalar<float, kDecoupled>(p, m, v, g, i, n, c);
+  return update_scalar<float, kDecoupled>(p, m, v, g, i, n, c) && finite;
 }
 
 }  // namespace
 
 template <class T>
-void adam_update_block(T* p, float* m, float* v, const T* g, int64_t n, const AdamStepConstants& c) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (c.decoupled)
-      update_f32<true>(p, m, v, g, n, c);
-    else
-      update_f32<false>(p, m, v, g, n, c);
-  } else {
-    if (c.decoupled)
-      update_scalar<T, true>(p, m, v, g, 0, n, c);
-    else
-      update_scalar<T, false>(p, m, v, g, 0, n, c);
-  }
+bool adam_update_block(T* p, float* m, float* v, const T* g, int64_t n, const AdamStepConstants& c) {
+  if constexpr (std::is_same_v<T, float>)
+    return c.decoupled ? update_f32<true>(p, m, v, g, n, c) : update_f32<false>(p, m, v, g, n, c);
+  else
+    return c.decoupled ? update_scalar<T, true>(p, m, v, g, 0, n, c) : update_scalar<T, false>(p, m, v, g, 0, n, c);
 }
 
 template <class T>
@@ -151,8 +165,8 @@ double grad_norm_reference(const NamedTensors& params) {
   return std::sqrt(total);
 }
 
-template void adam_update_block<float>(float*, float*, float*, const float*, int64_t, const AdamStepConstants&);
-template void adam_update_block<double>(double*, float*, float*, const double*, int64_t, const AdamStepConstants&);
+template bool adam_update_block<float>(float*, float*, float*, const float*, int64_t, const AdamStepConstants&);
+template bool adam_update_block<double>(double*, float*, float*, const double*, int64_t, const AdamStepConstants&);
 template void adam_update_reference<float>(float*, float*, float*, const float*, int64_t, double, const AdamOptions&,
                                            bool, int64_t);
 template void adam_update_reference<double>(double*, float*, float*, const double*, int64_t, double,

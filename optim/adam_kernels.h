@@ -30,9 +30,11 @@ AdamStepConstants adam_step_constants(double lr, const AdamOptions& o, bool deca
 //   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2   (moments stored as float32)
 //   p <- p - step_size * m / (sqrt(v) / bc2_sqrt + eps)
 // Each element depends only on its own inputs; the float32 path is AVX-512 with a
-// scalar tail of the same operations (fused multiply-adds in both).
+// scalar tail of the same operations (fused multiply-adds in both). Returns whether
+// every stored p, m and v is finite: the check rides on the pass that writes them,
+// where a separate scan of the whole model state cost a pass over memory per step.
 template <class T>
-void adam_update_block(T* p, float* m, float* v, const T* g, int64_t n, const AdamStepConstants& c);
+bool adam_update_block(T* p, float* m, float* v, const T* g, int64_t n, const AdamStepConstants& c);
 
 // The reference twin: the per-element double loop (double sqrt and divide), serial.
 template <class T>

@@ -68,7 +68,7 @@ Parameters by_dimensions(const NamedTensors& params) {
 
 Adam::Adam(const NamedTensors& params, const AdamOptions& opt) : Adam(by_dimensions(params), opt) {}
 
-void Adam::step(double lr, double grad_scale) {
+bool Adam::step(double lr, double grad_scale) {
   ++step_;
   std::vector<Slot*> live;
   std::vector<Tensor> grads;
@@ -84,20 +84,23 @@ void Adam::step(double lr, double grad_scale) {
   int64_t total = 0;
   const std::vector<Block> blocks = split(numels(grads), total);
   const int64_t nb = static_cast<int64_t>(blocks.size());
+  bool finite = true;
   // Dynamic: blocks differ in size (biases are one short block) and a thread that the
   // shared machine deschedules should not hold the others; each block writes only its
   // own elements, so the order in which threads take them does not matter.
-#pragma omp parallel for schedule(dynamic, 1) if (total >= kParallelMin)
+#pragma omp parallel for schedule(dynamic, 1) reduction(&& : finite) if (total >= kParallelMin)
   for (int64_t k = 0; k < nb; ++k) {
     const Block& b = blocks[static_cast<size_t>(k)];
     Slot& s = *live[b.tensor];
     const Tensor& g = grads[b.tensor];
     dispatch_float(s.param.dtype(), "Adam::step", [&](auto tag) {
       using T = decltype(tag);
-      adam_update_block<T>(s.param.data<T>() + b.begin, s.m.f32() + b.begin, s.v.f32() + b.begin,
-                           g.data<T>() + b.begin, b.n, consts[b.tensor]);
+      finite = adam_update_block<T>(s.param.data<T>() + b.begin, s.m.f32() + b.begin, s.v.f32() + b.begin,
+                                    g.data<T>() + b.begin, b.n, consts[b.tensor]) &&
+               finite;
     });
   }
+  return finite;
 }
 
 void Adam::zero_grad() {

@@ -42,8 +42,9 @@ class Adam {
   // clip_grad_norm followed by step(lr), bit for bit, in one pass over the gradients
   // (which it leaves unscaled). A parameter without a gradient (nothing flowed into it)
   // is left untouched, as in PyTorch. All tensors' elements are updated in fixed blocks
-  // in one parallel loop, so the result does not depend on the thread count.
-  void step(double lr, double grad_scale = 1.0);
+  // in one parallel loop, so the result does not depend on the thread count. Returns
+  // whether every parameter and moment it wrote is finite (they are written either way).
+  bool step(double lr, double grad_scale = 1.0);
   void zero_grad();
 
   int64_t step_count() const { return step_; }

@@ -85,6 +85,30 @@ TEST(Adam, AdamFoldsWeightDecayIntoTheGradient) {
   }
 }
 
+// Adam::step reports a non-finite value it wrote, in the vector body and in the scalar
+// tail of a block (37 = 2 x 16 + 5 elements), for a NaN or infinite gradient and for a
+// learning rate that overflows float32; finite steps report true.
+TEST(Adam, StepReportsANonFiniteUpdate) {
+  for (int64_t bad_at : {-1, 3, 35}) {
+    for (float bad : {NAN, INFINITY}) {
+      std::vector<float> w0(37), g(37);
+      for (int i = 0; i < 37; ++i) {
+        w0[static_cast<size_t>(i)] = 0.1f * static_cast<float>(i) - 1.0f;
+        g[static_cast<size_t>(i)] = 0.01f * static_cast<float>(i % 7) - 0.02f;
+      }
+      if (bad_at >= 0) g[static_cast<size_t>(bad_at)] = bad;
+      Tensor w = param({37}, w0);
+      set_grad(w, g);
+      Adam opt({{"w.weight", w}}, AdamOptions{true, 0.9, 0.999, 1e-8, 0.1});
+      EXPECT_EQ(opt.step(1e-3), bad_at < 0) << "bad gradient at " << bad_at << ": " << bad;
+    }
+  }
+  Tensor w = param({37}, std::vector<float>(37, 1.0f));
+  set_grad(w, std::vector<float>(37, 0.5f));
+  Adam opt({{"w.weight", w}}, AdamOptions{true, 0.9, 0.999, 1e-8, 0.0});
+  EXPECT_FALSE(opt.step(1e39)) << "a learning rate beyond float32's range made every parameter infinite";
+}
+
 TEST(Adam, ParameterWithoutGradientIsUntouched) {
   Tensor w = param({2, 2}, {1, 2, 3, 4});
   Adam opt({{"w.weight", w}}, AdamOptions{true, 0.9, 0.999, 1e-8, 0.1});

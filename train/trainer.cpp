@@ -433,17 +433,24 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     else tape().clear();
     allreduce_gradients(params, grad_weight);
     // The norm is needed even without clipping: a non-finite gradient must not
-    // reach the parameters and the Adam moments.
+    // reach the parameters and the Adam moments. The clip is folded into the update
+    // (bit for bit clip_grad_norm then step, one pass over the gradients fewer).
     const double max_norm = config_.optimizer.grad_clip > 0 ? config_.optimizer.grad_clip
                                                              : std::numeric_limits<double>::infinity();
-    const double gnorm = clip_grad_norm(params, max_norm);
+    const double gnorm = grad_norm(params);
     if (!std::isfinite(gnorm)) {
       optimizer_->zero_grad();
       diverged(step_ + 1, "the gradient norm is " + std::to_string(gnorm), lr);
     }
-    optimizer_->step(lr);
+    const bool finite = optimizer_->step(lr, clip_coefficient(gnorm, max_norm));
     optimizer_->zero_grad();
-    if (std::string bad; !model_state_finite(&bad)) diverged(step_ + 1, "the update made the " + bad + " non-finite", lr);
+    // The update reports a non-finite value it wrote; only then is the state searched
+    // for its name (the values it did not write were finite before).
+    if (!finite) {
+      std::string bad = "parameters or Adam moments";
+      model_state_finite(&bad);
+      diverged(step_ + 1, "the update made the " + bad + " non-finite", lr);
+    }
     ++step_;
     last_train_loss = loss;
     window_.tokens += batch_tokens;
