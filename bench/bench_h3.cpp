@@ -115,7 +115,7 @@ void crossover(bool quick) {
       int i = 0;
       for (H3DiagMethod method : {H3DiagMethod::recurrence, H3DiagMethod::toeplitz})
         ms[i++] = fwd_bwd_ms([&] { return h3_diag_mix(q, kt, v, p, method); }, zero, quick).cpu;
-      const bool toe = h3_diag_method(c.B, L, c.D, c.N, c.dh) == H3DiagMethod::toeplitz;
+      const bool toe = h3_diag_method(c.B, L, c.N, c.dh) == H3DiagMethod::toeplitz;
       std::printf("%4lld %4lld %3lld %4lld %5lld | %10.2f %10.2f %7.2f %4s\n", (long long)c.B, (long long)c.D,
                   (long long)c.dh, (long long)c.N, (long long)L, ms[0], ms[1], ms[0] / ms[1], toe ? "T" : "R");
       std::fflush(stdout);

@@ -635,7 +635,7 @@ Tensor diag_mix_toeplitz(const Tensor& q, const Tensor& kt, const Tensor& v, con
 
 }  // namespace
 
-H3DiagMethod h3_diag_method(int64_t B, int64_t L, int64_t D, int64_t N, int64_t dh) {
+H3DiagMethod h3_diag_method(int64_t B, int64_t L, int64_t N, int64_t dh) {
   const bool toeplitz = L <= kToeplitzMaxLength && L <= toeplitz_len_per_state(B * dh * dh, dh) * N;
   return toeplitz ? H3DiagMethod::toeplitz : H3DiagMethod::recurrence;
 }
@@ -651,7 +651,7 @@ Tensor h3_diag_mix(const Tensor& q, const Tensor& kt, const Tensor& v, const H3S
   const int64_t dh = p.head_dim, C = D * dh, Nh = d_state_of(p) / 2, nck = (L + kChunk - 1) / kChunk;
   const bool need_grad = any_requires_grad({&q, &kt, &v, &p.log_dt, &p.inv_A_real, &p.A_imag, &p.diag_B,
                                             &p.diag_C, &p.diag_D});
-  if (method == H3DiagMethod::automatic) method = h3_diag_method(Bn, L, D, d_state_of(p), dh);
+  if (method == H3DiagMethod::automatic) method = h3_diag_method(Bn, L, d_state_of(p), dh);
   if (method == H3DiagMethod::toeplitz) return diag_mix_toeplitz(q, kt, v, p, need_grad);
   Tensor o = Tensor::empty(q.shape(), q.dtype());
   Tensor tab = Tensor::empty({kTabRows * Nh * C + C}, q.dtype());  // (4, Nh, C) coefficients, then D (C)

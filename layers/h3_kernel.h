@@ -53,8 +53,9 @@ Tensor h3_shift_conv(const Tensor& k, const H3SsmParams& p);
 // rounding; `automatic` takes the faster one for the sizes (h3_diag_method).
 enum class H3DiagMethod { automatic, recurrence, toeplitz };
 
-// The method `automatic` uses for batch B, length L, d_model D, d_state N, head_dim dh.
-H3DiagMethod h3_diag_method(int64_t B, int64_t L, int64_t D, int64_t N, int64_t dh);
+// The method `automatic` uses for batch B, length L, d_state N, head_dim dh (the width
+// does not move the crossover: both forms scale with it alike).
+H3DiagMethod h3_diag_method(int64_t B, int64_t L, int64_t N, int64_t dh);
 
 // q, kt, v: (B, L, D) -> o: (B, L, D). Differentiable in q, kt, v and the six
 // ssm_diag parameters. `method` other than automatic is for tests and benchmarks.

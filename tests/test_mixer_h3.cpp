@@ -277,10 +277,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, H3FusedVsReference,
 
 // The largest L at which h3_diag_method picks the Toeplitz form for these sizes, checking
 // that it picks it for every shorter L and the recurrence for every longer one up to 4096.
-int64_t toeplitz_max_length(int64_t B, int64_t D, int64_t N, int64_t dh) {
+int64_t toeplitz_max_length(int64_t B, int64_t N, int64_t dh) {
   int64_t last = 0;
   for (int64_t L = 1; L <= 4096; ++L)
-    if (h3_diag_method(B, L, D, N, dh) == H3DiagMethod::toeplitz) {
+    if (h3_diag_method(B, L, N, dh) == H3DiagMethod::toeplitz) {
       EXPECT_EQ(last, L - 1) << "the Toeplitz form is chosen at L " << L << " but not at " << last + 1;
       last = L;
     }
@@ -312,16 +312,15 @@ const char* const kDiagGradNames[] = {"dq", "dkt", "dv", "log_dt", "inv_A_real",
 // nanoGPT's shakespeare_char recipe (B=12, L=64, D=128) take the Toeplitz form; long
 // sequences and batches too small for a GEMM (decoding-size checks) take the recurrence.
 TEST(H3DiagMethods, ChoosesTheFasterMethodAtUsersSizes) {
-  for (int64_t D : {32, 64})
-    for (int64_t dh : {1, 2})
-      for (int64_t L : {32, 64, 128, 256, 512})
-        EXPECT_EQ(h3_diag_method(64, L, D, 64, dh), H3DiagMethod::toeplitz) << "D " << D << " dh " << dh << " L " << L;
-  EXPECT_EQ(h3_diag_method(12, 64, 128, 64, 1), H3DiagMethod::toeplitz);
-  EXPECT_EQ(h3_diag_method(8, 1024, 256, 64, 1), H3DiagMethod::recurrence);
-  EXPECT_EQ(h3_diag_method(64, 4096, 64, 64, 2), H3DiagMethod::recurrence);
-  EXPECT_EQ(h3_diag_method(1, 64, 64, 64, 1), H3DiagMethod::recurrence);
-  EXPECT_EQ(h3_diag_method(2, 32, 64, 64, 1), H3DiagMethod::recurrence);
-  EXPECT_EQ(h3_diag_method(64, 256, 64, 16, 1), H3DiagMethod::recurrence);  // small d_state
+  for (int64_t dh : {1, 2})
+    for (int64_t L : {32, 64, 128, 256, 512})
+      EXPECT_EQ(h3_diag_method(64, L, 64, dh), H3DiagMethod::toeplitz) << "dh " << dh << " L " << L;
+  EXPECT_EQ(h3_diag_method(12, 64, 64, 1), H3DiagMethod::toeplitz);
+  EXPECT_EQ(h3_diag_method(8, 1024, 64, 1), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(64, 4096, 64, 2), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(1, 64, 64, 1), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(2, 32, 64, 1), H3DiagMethod::recurrence);
+  EXPECT_EQ(h3_diag_method(64, 256, 16, 1), H3DiagMethod::recurrence);  // small d_state
 }
 
 // At d_state 64 the automatic choice switches once, and at the last Toeplitz length and
@@ -333,7 +332,7 @@ TEST(H3DiagMethods, AgreeAtTheThreshold) {
   const int64_t D = 16, N = 64;
   for (int64_t dh : {1, 2}) {
     const int64_t B = dh == 1 ? 4 : 2;
-    const int64_t Lmax = toeplitz_max_length(B, D, N, dh);
+    const int64_t Lmax = toeplitz_max_length(B, N, dh);
     ASSERT_GE(Lmax, 64);
     ASSERT_LT(Lmax, 4096);
     for (int64_t L : {Lmax, Lmax + 1}) {
@@ -425,7 +424,7 @@ TEST(H3DiagMethods, RecurrentStepsMatchToeplitzForm) {
   ThreadCount one(1);
   const int64_t B = 4, L = 64, D = 16, N = 64;
   for (int64_t dh : {1, 2}) {
-    ASSERT_EQ(h3_diag_method(B, L, D, N, dh), H3DiagMethod::toeplitz);
+    ASSERT_EQ(h3_diag_method(B, L, N, dh), H3DiagMethod::toeplitz);
     for (DType dt : {DType::f64, DType::f32}) {
       SCOPED_TRACE("dh " + std::to_string(dh) + " " + dtype_name(dt));
       auto m = make_mixer(D, N, dh, dt, 61);
