@@ -61,7 +61,7 @@ run() {  # config threads round -> seconds of training
   sed -nE 's/^done: .* in ([0-9.]+)s.*/\1/p' "$out.log"
 }
 
-printf '%-40s %10s %10s %8s\n' config "1 thread s" "2 threads s" "1t / 2t"
+printf '%-52s %10s %11s %8s\n' config "1 thread s" "2 threads s" "1t / 2t"
 for config in "${CONFIGS[@]}"; do
   : > "$WORK/t1"; : > "$WORK/t2"
   for ((r = 0; r < ROUNDS; ++r)); do
@@ -69,6 +69,6 @@ for config in "${CONFIGS[@]}"; do
     run "$config" 2 "$r" >> "$WORK/t2"
   done
   t1=$(median < "$WORK/t1") t2=$(median < "$WORK/t2")
-  printf '%-40s %10.2f %10.2f %7.2fx\n' "${config#"$ROOT"/configs/}" "$t1" "$t2" "$(echo "$t1 / $t2" | bc -l)"
+  printf '%-52s %10.2f %11.2f %7.2fx\n' "${config#"$ROOT"/configs/}" "$t1" "$t2" "$(echo "$t1 / $t2" | bc -l)"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
