@@ -28,16 +28,15 @@ AdamStepConstants adam_step_constants(double lr, const AdamOptions& o, bool deca
 
 namespace {
 
-// The scalar form, also the tail of the vector loop. std::sqrt is not vectorised by the
-// compiler here: without -fno-math-errno it must keep errno for negative inputs, hence the
-// explicit AVX-512 loop below.
 // Whether x is NaN or infinite, without a branch (all exponent bits set).
 inline bool not_finite(float x) { return (std::bit_cast<uint32_t>(x) & 0x7F800000u) == 0x7F800000u; }
 inline bool not_finite(double x) {
   return (std::bit_cast<uint64_t>(x) & 0x7FF0000000000000ull) == 0x7FF0000000000000ull;
 }
 
-// Returns false if a stored p, m or v is not finite.
+// The scalar form, also the tail of the vector loop. std::sqrt is not vectorised by the
+// compiler here: without -fno-math-errno it must keep errno for negative inputs, hence the
+// explicit AVX-512 loop below. Returns false if a stored p, m or v is not finite.
 template <class T, bool kDecoupled>
 bool update_scalar(T* p, float* m, float* v, const T* g, int64_t begin, int64_t n, const AdamStepConstants& c) {
   const T gs = static_cast<T>(c.grad_scale), df = static_cast<T>(c.decay_factor), l2 = static_cast<T>(c.l2);

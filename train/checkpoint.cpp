@@ -252,8 +252,8 @@ void check_stored_bytes(const Reader& r, hid_t dataset, const std::string& where
         H5Z_FILTER_FLETCHER32)
       compressed = true;
   }
-  const long double machine = machine_memory_bytes();
   if (compressed) {
+    const long double machine = machine_memory_bytes();
     if (machine > 0 && bytes > machine)
       r.fail(where + " has shape " + shape_str(shape) + ": needs " + format_gib(bytes) + " GiB, this machine has " +
              format_gib(machine) + " GiB");
