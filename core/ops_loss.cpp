@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -87,10 +88,22 @@ inline T exp_t(T x) {
     return std::exp(x);
 }
 
+// Eight float lanes as one value: + and ?: on it compile to one vector
+// instruction (ymm). Written out because GCC vectorised the plain 8-lane loops
+// below badly at -march with AVX-512 (16 lanes per register): it added the 8
+// lanes with scalar adds and shuffles, which was most of sum_exp's time.
+typedef float f32x8 __attribute__((vector_size(32)));
+
+inline f32x8 load8(const float* p) {
+  f32x8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // sum_j exp(x[j] - m), in blocks of kBlock: each block's exps go to a small
-// buffer (a loop that vectorises), are summed in 8 interleaved lanes (also
-// vectorised, and the order is fixed, so deterministic), and the block sums
-// are added in double.
+// buffer (a loop that vectorises), are summed in 8 interleaved lanes (lane l
+// takes e[l], e[l + 8], ... in order, so the sum is fixed and deterministic),
+// and the block sums are added in double.
 template <class T>
 double sum_exp(const T* x,  // x: (V)
                T m, int64_t V) {
@@ -102,8 +115,14 @@ double sum_exp(const T* x,  // x: (V)
     for (int64_t j = 0; j < n; ++j) e[j] = exp_t(x[j0 + j] - m);
     T lanes[kLanes] = {};
     int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes)
-      for (int64_t l = 0; l < kLanes; ++l) lanes[l] += e[j + l];
+    if constexpr (std::is_same_v<T, float>) {
+      f32x8 acc = {};
+      for (; j + kLanes <= n; j += kLanes) acc += load8(e + j);
+      for (int64_t l = 0; l < kLanes; ++l) lanes[l] = acc[l];
+    } else {
+      for (; j + kLanes <= n; j += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) lanes[l] += e[j + l];
+    }
     for (; j < n; ++j) lanes[0] += e[j];
     double b = 0;
     for (int64_t l = 0; l < kLanes; ++l) b += static_cast<double>(lanes[l]);
@@ -112,8 +131,9 @@ double sum_exp(const T* x,  // x: (V)
   return s;
 }
 
-// max_j x[j] in 8 interleaved lanes (a loop that vectorises to maxps; a
-// single running maximum is one long dependency chain).
+// max_j x[j] in 8 interleaved lanes (one long dependency chain otherwise). A
+// NaN never replaces a lane (x > lane is false), so it is skipped, as by the
+// scan in first_argmax_is.
 template <class T>
 T row_max(const T* x,  // x: (V), V >= 1
           int64_t V) {
@@ -121,8 +141,17 @@ T row_max(const T* x,  // x: (V), V >= 1
   T lanes[kLanes];
   for (int64_t l = 0; l < kLanes; ++l) lanes[l] = x[0];
   int64_t j = 0;
-  for (; j + kLanes <= V; j += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
+  if constexpr (std::is_same_v<T, float>) {
+    f32x8 mx = load8(lanes);
+    for (; j + kLanes <= V; j += kLanes) {
+      const f32x8 v = load8(x + j);
+      mx = v > mx ? v : mx;
+    }
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = mx[l];
+  } else {
+    for (; j + kLanes <= V; j += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
+  }
   for (; j < V; ++j) lanes[0] = x[j] > lanes[0] ? x[j] : lanes[0];
   T m = lanes[0];
   for (int64_t l = 1; l < kLanes; ++l) m = lanes[l] > m ? lanes[l] : m;
