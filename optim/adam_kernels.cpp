@@ -43,7 +43,7 @@ bool update_scalar(T* p, float* m, float* v, const T* g, int64_t begin, int64_t 
   const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2);
   const T omb1 = T(1) - b1, omb2 = T(1) - b2;
   const T bc2 = static_cast<T>(c.bc2_sqrt), eps = static_cast<T>(c.eps), ss = static_cast<T>(c.step_size);
-  bool bad = false;
+  int bad = 0;  // an int, so the three tests below stay branch-free
   for (int64_t i = begin; i < n; ++i) {
     T gi = g[i] * gs;
     T pi = p[i];
@@ -57,9 +57,9 @@ bool update_scalar(T* p, float* m, float* v, const T* g, int64_t begin, int64_t 
     v[i] = static_cast<float>(vi);
     const T den = std::sqrt(vi) / bc2 + eps;
     p[i] = std::fma(-ss, mi / den, pi);
-    bad |= not_finite(p[i]) | not_finite(m[i]) | not_finite(v[i]);
+    bad |= int(not_finite(p[i])) | int(not_finite(m[i])) | int(not_finite(v[i]));
   }
-  return !bad;
+  return bad == 0;
 }
 
 template <bool kDecoupled>
