@@ -3,11 +3,13 @@
 namespace seqmix {
 
 namespace {
-bool g_grad_enabled = true;
+// Per thread, as the tape: a batch-parallel step (train/thread_replicas.h) runs a
+// forward and backward on every thread at once, each recording its own ops.
+thread_local bool g_grad_enabled = true;
 }
 
 Tape& tape() {
-  static Tape t;
+  thread_local Tape t;
   return t;
 }
 

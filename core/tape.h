@@ -37,12 +37,14 @@ class Tape {
   std::vector<TapeNode> nodes_;
 };
 
-// The process-wide tape. Ops record into it; training owns one step at a time.
+// This thread's tape. Ops record into the tape of the thread that calls them
+// (kernels' own OpenMP threads record nothing); training owns one step at a time.
 Tape& tape();
 
 bool grad_enabled();
 
-// Inside a NoGradGuard nothing is recorded (evaluation, decoding).
+// Inside a NoGradGuard nothing is recorded (evaluation, decoding). Grad mode is
+// per thread, like the tape.
 class NoGradGuard {
  public:
   NoGradGuard();

@@ -225,6 +225,15 @@ void Tensor::copy_from(const Tensor& src) {
                static_cast<size_t>(numel()) * dtype_size(dtype()));
 }
 
+void Tensor::share_values_of(const Tensor& src) {
+  if (!defined() || !src.defined() || shape() != src.shape() || dtype() != src.dtype())
+    throw ShapeError("share_values_of: needs two tensors of one shape and dtype, got " +
+                     (defined() ? shape_str(shape()) + " " + dtype_name(dtype()) : std::string("undefined")) + " and " +
+                     (src.defined() ? shape_str(src.shape()) + " " + dtype_name(src.dtype()) : std::string("undefined")));
+  impl_->buffer = src.impl_->buffer;
+  impl_->byte_offset = src.impl_->byte_offset;
+}
+
 Tensor& Tensor::set_requires_grad(bool on) {
   if (on && dtype() == DType::i32) throw ShapeError("set_requires_grad: an int32 tensor has no gradient");
   impl_->requires_grad = on;

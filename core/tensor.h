@@ -102,6 +102,11 @@ class Tensor {
   std::shared_ptr<GradCell> grad_cell() const { return impl_ ? impl_->grad_cell : nullptr; }
 
   bool same_storage(const Tensor& o) const { return impl_ && o.impl_ && impl_->buffer == o.impl_->buffer; }
+  // From now on this tensor's values are src's storage (same shape and dtype), while
+  // its gradient stays its own: every handle to this tensor sees src's values. For a
+  // model replica that reads the trained weights and accumulates its own gradient
+  // (train/thread_replicas.h).
+  void share_values_of(const Tensor& src);
   const TensorImpl* impl() const { return impl_.get(); }
 
  private:
