@@ -240,6 +240,7 @@ void check_config(const Config& c, Problems& p) {
   check.at_least("training.eval_batches", t.eval_batches, 0);
   check.in_range("training.early_stop_accuracy", t.early_stop_accuracy, 0, 1, /*closed=*/true);
   check.at_least("training.checkpoint_interval", t.checkpoint_interval, 0);
+  check.one_of("training.parallel", t.parallel, {"auto", "ops", "batch"});
 
   check.at_least("logging.log_interval", c.logging.log_interval, 1);
   check.one_of("logging.level", c.logging.level, {"trace", "debug", "info", "warn", "error", "critical", "off"});

@@ -83,6 +83,9 @@ struct TrainingConfig {
   double early_stop_accuracy = 0.0;  // stop when test accuracy >= this; 0 = off
   uint64_t seed = 0;                 // model initialisation and dropout
   int64_t checkpoint_interval = 0;   // steps; 0 = only the final checkpoint
+  // How a step uses the threads: ops (every op split over them), batch (each thread
+  // a slice of the batch, train/batch_threads.h) or auto (batch where it pays).
+  std::string parallel = "auto";
   bool operator==(const TrainingConfig&) const = default;
 };
 

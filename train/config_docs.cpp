@@ -64,6 +64,9 @@ const std::map<std::string, std::string>& help() {
       {"training.early_stop_accuracy", "stop once test accuracy reaches this; 0 = off"},
       {"training.seed", "seed of the initialisation and dropout"},
       {"training.checkpoint_interval", "steps between checkpoints; 0 = only the final one"},
+      {"training.parallel",
+       "how a step uses the threads: `ops` splits every op, `batch` gives each thread a slice of the batch, "
+       "`auto` chooses batch for models of d_model <= 256 whose batch divides among the threads"},
       {"logging.log_interval", "steps between progress lines"},
       {"logging.level", "`trace`, `debug`, `info`, `warn`, `error`, `critical` or `off`"},
   };

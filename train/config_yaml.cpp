@@ -107,7 +107,8 @@ std::vector<Field> fields_of(Config& c, const std::string& section) {
          {"eval_batches", &t.eval_batches},
          {"early_stop_accuracy", &t.early_stop_accuracy},
          {"seed", &t.seed},
-         {"checkpoint_interval", &t.checkpoint_interval}};
+         {"checkpoint_interval", &t.checkpoint_interval},
+         {"parallel", &t.parallel}};
   } else if (section == "logging") {
     f = {{"log_interval", &c.logging.log_interval}, {"level", &c.logging.level}};
   }

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -105,7 +106,8 @@ void clear_stop_signal() { g_stop_signal = 0; }
 std::string resume_override_refusal(const std::string& key) {
   static const char* allowed[] = {"optimizer.lr",          "optimizer.grad_clip",         "training.steps",
                                   "training.epochs",       "training.eval_interval",      "training.eval_batches",
-                                  "training.checkpoint_interval", "training.early_stop_accuracy"};
+                                  "training.checkpoint_interval", "training.early_stop_accuracy",
+                                  "training.parallel"};
   for (const char* a : allowed)
     if (key == a) return "";
   const auto under = [&](const char* prefix) { return key.rfind(prefix, 0) == 0; };
@@ -118,7 +120,7 @@ std::string resume_override_refusal(const std::string& key) {
     return "the checkpoint's Adam moments belong to the optimizer as it was (only optimizer.lr and "
            "optimizer.grad_clip may change)";
   return "only optimizer.lr, optimizer.grad_clip, training.steps/epochs/eval_interval/eval_batches/"
-         "checkpoint_interval/early_stop_accuracy, schedule.* and logging.* may change on --resume";
+         "checkpoint_interval/early_stop_accuracy/parallel, schedule.* and logging.* may change on --resume";
 }
 
 namespace {
@@ -211,6 +213,22 @@ Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(con
   dropout_gen_ = Generator(hash_counter(config_.training.seed, 0xD0D0));
   // Each rank draws the dropout masks one process would draw for its rows of the batch.
   dropout_gen_.set_batch_slice(static_cast<uint64_t>(rank_), static_cast<uint64_t>(ranks_));
+  const int threads = omp_get_max_threads();
+  if (t.parallel == "batch" && ranks_ > 1)
+    throw ConfigError("training.parallel: batch splits the batch over the threads of one process; with " +
+                      std::to_string(ranks_) + " MPI ranks use ops (or auto)");
+  if (t.parallel == "batch" && t.batch_size % threads != 0)
+    throw ConfigError("training.parallel: batch gives each of the " + std::to_string(threads) +
+                      " threads (OMP_NUM_THREADS) an equal slice of the batch, and training.batch_size = " +
+                      std::to_string(t.batch_size) + " does not divide among them; choose a multiple of " +
+                      std::to_string(threads) + " or training.parallel: ops");
+  const bool batch = t.parallel == "batch" ||
+                     (t.parallel == "auto" && ranks_ == 1 &&
+                      batch_parallel_pays(config_.model, t.batch_size, data_->seq_len(), threads));
+  if (batch && threads > 1) batch_threads_ = std::make_unique<BatchThreads>(*model_, threads);
+  if (batch_threads_)
+    spdlog::info("batch-parallel steps (training.parallel: {}): {} threads, {} sequences each", t.parallel, threads,
+                 t.batch_size / threads);
   fs::create_directories(out_dir_);
 }
 
@@ -409,29 +427,45 @@ TrainResult Trainer::run(int64_t crash_after_step) {
       const int64_t rows = b.inputs.size(0) / ranks_;
       b = batch_rows(b, rank_ * rows, (rank_ + 1) * rows);
     }
-    LossResult r = model_->loss(b.inputs, b.labels, true, dropout_gen_);
-    double loss = r.loss.item();
-    int stop_sig = stop_signal_received();
-    float grad_weight = 1.0f;
-    if (ranks_ > 1) {
-      // The loss is the mean over the global batch's labelled positions: rank r's mean
-      // weighs labelled_r / labelled in it, and so does its gradient. A stop signal
-      // that reached any rank stops them all after this step.
-      double s[5] = {r.labelled ? loss * static_cast<double>(r.labelled) : 0.0, static_cast<double>(r.labelled),
-                     static_cast<double>(r.correct), stop_sig == SIGINT ? 1.0 : 0.0,
-                     stop_sig != 0 && stop_sig != SIGINT ? 1.0 : 0.0};
-      allreduce_sum(s, 5);
-      loss = s[1] > 0 ? s[0] / s[1] : 0.0;
-      grad_weight = s[1] > 0 ? static_cast<float>(static_cast<double>(r.labelled) / s[1]) : 0.0f;
-      r.labelled = static_cast<int64_t>(s[1]);
-      r.correct = static_cast<int64_t>(s[2]);
-      stop_sig = s[3] > 0 ? SIGINT : s[4] > 0 ? SIGTERM : 0;
+    double loss = 0;
+    int64_t labelled = 0, correct = 0;
+    int stop_sig = 0;
+    if (batch_threads_) {
+      // Forward and backward together, a slice of the batch per thread; a non-finite
+      // loss stops the run below, before anything reaches the weights.
+      const BatchStepResult r = batch_threads_->step(*model_, b, dropout_gen_);
+      loss = r.loss;
+      labelled = r.labelled;
+      correct = r.correct;
+      stop_sig = stop_signal_received();
+      if (!std::isfinite(loss)) diverged(step_ + 1, "the loss is " + std::to_string(loss), lr);
+    } else {
+      LossResult r = model_->loss(b.inputs, b.labels, true, dropout_gen_);
+      loss = r.loss.item();
+      stop_sig = stop_signal_received();
+      float grad_weight = 1.0f;
+      if (ranks_ > 1) {
+        // The loss is the mean over the global batch's labelled positions: rank r's mean
+        // weighs labelled_r / labelled in it, and so does its gradient. A stop signal
+        // that reached any rank stops them all after this step.
+        double s[5] = {r.labelled ? loss * static_cast<double>(r.labelled) : 0.0, static_cast<double>(r.labelled),
+                       static_cast<double>(r.correct), stop_sig == SIGINT ? 1.0 : 0.0,
+                       stop_sig != 0 && stop_sig != SIGINT ? 1.0 : 0.0};
+        allreduce_sum(s, 5);
+        loss = s[1] > 0 ? s[0] / s[1] : 0.0;
+        grad_weight = s[1] > 0 ? static_cast<float>(static_cast<double>(r.labelled) / s[1]) : 0.0f;
+        r.labelled = static_cast<int64_t>(s[1]);
+        r.correct = static_cast<int64_t>(s[2]);
+        stop_sig = s[3] > 0 ? SIGINT : s[4] > 0 ? SIGTERM : 0;
+      }
+      if (!std::isfinite(loss)) diverged(step_ + 1, "the loss is " + std::to_string(loss), lr);
+      // A slice without labelled positions contributes no gradient (its mean is 0/0).
+      if (grad_weight > 0.0f) backward(r.loss);
+      else tape().clear();
+      allreduce_gradients(params, grad_weight);
+      labelled = r.labelled;
+      correct = r.correct;
     }
-    if (!std::isfinite(loss)) diverged(step_ + 1, "the loss is " + std::to_string(loss), lr);
-    // A slice without labelled positions contributes no gradient (its mean is 0/0).
-    if (grad_weight > 0.0f) backward(r.loss);
-    else tape().clear();
-    allreduce_gradients(params, grad_weight);
     // The norm is needed even without clipping: a non-finite gradient must not
     // reach the parameters and the Adam moments. The clip is folded into the update
     // (bit for bit clip_grad_norm then step, one pass over the gradients fewer).
@@ -455,8 +489,8 @@ TrainResult Trainer::run(int64_t crash_after_step) {
     last_train_loss = loss;
     window_.tokens += batch_tokens;
     window_.loss_sum += loss;
-    window_.labelled += r.labelled;
-    window_.correct += r.correct;
+    window_.labelled += labelled;
+    window_.correct += correct;
     ++window_.steps;
 
     const bool log_now = step_ % config_.logging.log_interval == 0 || step_ == total_steps_;

@@ -12,6 +12,7 @@
 #include "layers/model.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
+#include "train/batch_threads.h"
 #include "train/config.h"
 #include "train/data_source.h"
 
@@ -108,6 +109,7 @@ class Trainer {
   LogWindow window_;
   int64_t last_saved_step_ = -1;  // -1: no checkpoint on disk yet
   int rank_ = 0, ranks_ = 1;      // this process's MPI rank and the number of ranks
+  std::unique_ptr<BatchThreads> batch_threads_;  // training.parallel: batch; null for op-parallel steps
 };
 
 }  // namespace seqmix
