@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 
 #include <cerrno>
@@ -25,6 +26,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <stdexcept>
 #include <vector>
 
 #include "train/checkpoint_digest.h"
@@ -463,6 +465,8 @@ CheckpointData parse_hdf5(const std::string& path) {
   return out;
 }
 
+std::atomic<double> g_undigested_parse_base_s{30.0};
+
 // Parses an undigested file in a child process first: if HDF5 crashes on it, the
 // child dies instead of seqmix, and the file is refused.
 void probe_in_child(const std::string& path) {
@@ -496,7 +500,7 @@ void probe_in_child(const std::string& path) {
   // the child a time limit generous for any real file (30 s + 1 s per 50 MB).
   std::error_code ec;
   const auto bytes = std::filesystem::file_size(path, ec);
-  const double limit_s = 30.0 + (ec ? 0.0 : static_cast<double>(bytes) / 50e6);
+  const double limit_s = g_undigested_parse_base_s.load() + (ec ? 0.0 : static_cast<double>(bytes) / 50e6);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit_s);
   std::string msg;
   char buf[512];
@@ -534,6 +538,11 @@ void probe_in_child(const std::string& path) {
 }
 
 }  // namespace
+
+void set_undigested_parse_base_seconds(double base_seconds) {
+  if (!(base_seconds > 0)) throw std::invalid_argument("set_undigested_parse_base_seconds: needs a positive time");
+  g_undigested_parse_base_s = base_seconds;
+}
 
 CheckpointData read_checkpoint(const std::string& path) {
   quiet_hdf5();

@@ -51,6 +51,12 @@ void write_checkpoint(const std::string& path, const CheckpointData& data);
 // HDF5, is refused with CheckpointError naming the file and the problem.
 CheckpointData read_checkpoint(const std::string& path);
 
+// A file without a digest is parsed first in a child process, which may take
+// base_seconds + 1 s per 50 MB before the file is refused as damaged (HDF5 can loop
+// forever on one). 30 s by default, generous for any real file; the tests and the
+// fuzz target lower it, so that each such file costs them seconds, not half a minute.
+void set_undigested_parse_base_seconds(double base_seconds);
+
 // Copies checkpoint tensors into existing tensors by name: every expected name must be
 // present with the expected shape, and no extra names may be present. Throws
 // CheckpointError naming the file, the tensor and the shapes.
