@@ -177,22 +177,27 @@ Coefs<T> pack_coefs(T* buf /* (Nh, 4, nc) then (nc) */, const T* tab, const T* d
 // xr, xi: (Nh, ld) real and imaginary state rows. The parallel op, its backward
 // recomputation and the recurrent step all call this, so the two forms perform
 // the same float operations in the same order.
+// With `from` (the backward's recomputation) the state is read from from[0 .. Nh*ld)
+// and written to xr/xi, which saves copying it forward before each step in place.
 template <class T, bool kOutput, int64_t kW = 0>
 inline void diag_step(T* y /* (nc) */, T* xr, T* xi, int64_t ld, const T* u /* (nc) */, const Coefs<T>& cf,
-                      int64_t Nh, int64_t nc) {
+                      int64_t Nh, int64_t nc, const T* from = nullptr) {
   // kW > 0 fixes the channel count at compile time: the lane loops unroll into
   // straight SSE code with no trip-count logic.
   const int64_t W = kW > 0 ? kW : nc;
+  const int64_t im_at = xi - xr;  // the imaginary rows' offset from the real ones
   if constexpr (kOutput)
     for (int64_t j = 0; j < W; ++j) y[j] = 0;
   for (int64_t n = 0; n < Nh; ++n) {
     const T *ar = cf.row(0, n), *ai = cf.row(1, n), *wr = cf.row(2, n), *wi = cf.row(3, n);
     T* pr = xr + n * ld;
     T* pi = xi + n * ld;
+    const T* sr = from ? from + n * ld : pr;
+    const T* si = from ? from + n * ld + im_at : pi;
 #pragma omp simd
     for (int64_t j = 0; j < W; ++j) {
-      const T r = ar[j] * pr[j] - ai[j] * pi[j] + u[j];
-      const T im = ar[j] * pi[j] + ai[j] * pr[j];
+      const T r = ar[j] * sr[j] - ai[j] * si[j] + u[j];
+      const T im = ar[j] * si[j] + ai[j] * sr[j];
       pr[j] = r;
       pi[j] = im;
       if constexpr (kOutput) y[j] += wr[j] * r - wi[j] * im;
@@ -442,9 +447,8 @@ void diag_backward_task(const Task& tk, BackwardScratch<T>& sc, T* dq, T* dkt, T
         prefetch_cols(v + (row + kPrefetchRows) * D, col0, ncol, false);
       }
       T* cur = xs + (t - t0 + 1) * S;
-      std::memcpy(cur, cur - S, S * sizeof(T));
       gather_u(u, kt + row * D, v + row * D, cs, nc);
-      diag_step<T, false, kW>(nullptr, cur, cur + nc, ld, u, cf, Nh, nc);
+      diag_step<T, false, kW>(nullptr, cur, cur + nc, ld, u, cf, Nh, nc, cur - S);
     }
     std::fill(acc, acc + kPartRows * Nh * nc, T(0));
     for (int64_t t = t1 - 1; t >= t0; --t) {
