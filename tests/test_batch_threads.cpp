@@ -167,6 +167,26 @@ TEST(BatchThreads, ATrainingRunRefusesABatchThatDoesNotDivideAmongTheThreads) {
   EXPECT_FALSE(std::filesystem::exists(dir)) << "a refused run must not create its directory";
 }
 
+TEST(BatchThreads, EvaluationSharedAmongThreadsEqualsTheSerialOne) {
+  DataOptions d;
+  d.kind = "recall";
+  d.recall.vocab_size = kV;
+  d.recall.seq_len = kL;
+  d.recall.num_kv_pairs = 2;
+  d.recall.num_train_examples = 16;
+  d.recall.num_test_examples = 37;  // 10 batches of 4, the last one short
+  const auto data = make_data_source(d, 4, 0);
+  for (const std::string& mixer : mixer_names()) {
+    Generator init(7);
+    LanguageModel model(model_options(mixer), LayerInit{&init, 2, DType::f32});
+    const EvalResult one = evaluate(model, *data, 1), two = evaluate(model, *data, 2);
+    EXPECT_EQ(two.labelled, one.labelled) << mixer;
+    EXPECT_GT(one.labelled, 0) << mixer;
+    EXPECT_NEAR(two.loss, one.loss, 1e-6 * one.loss) << mixer;
+    EXPECT_DOUBLE_EQ(two.accuracy, one.accuracy) << mixer;
+  }
+}
+
 TEST(BatchThreads, AutoChoosesBatchStepsForSmallModelsOnly) {
   ModelOptions small = model_options("attention");
   small.d_model = 64;

@@ -1,5 +1,7 @@
 #include "train/commands.h"
 
+#include <omp.h>
+
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -135,7 +137,12 @@ int cmd_eval(const EvalArgs& args, std::ostream& out) {
                           (lm.trained_config.data.kind != "text" || lm.config.data.text.path != lm.trained_config.data.text.path);
   auto data = make_data_source(lm.config.data, lm.config.training.batch_size,
                                other_text ? 0 : lm.config.training.eval_batches, tok, other_text);
-  EvalResult e = evaluate(*lm.model, *data);
+  // Small models evaluate a batch per thread, as they train (training.parallel).
+  const int threads = omp_get_max_threads();
+  const TrainingConfig& t = lm.config.training;
+  const bool by_batch = t.parallel == "batch" || (t.parallel == "auto" && batch_parallel_pays(lm.config.model,
+                                                                                            t.batch_size, data->seq_len(), threads));
+  EvalResult e = evaluate(*lm.model, *data, by_batch ? threads : 1);
   nlohmann::json j;
   j["checkpoint"] = lm.path;
   j["step"] = lm.step;

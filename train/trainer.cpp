@@ -8,6 +8,7 @@
 #include <csignal>
 #include <limits>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -153,21 +154,49 @@ EvalResult evaluate_on_ranks(const LanguageModel& model, const DataSource& data,
 }  // namespace
 
 EvalResult Trainer::evaluate_all() const {
-  if (ranks_ == 1) return evaluate(*model_, *data_);
+  if (ranks_ == 1) return evaluate(*model_, *data_, batch_threads_ ? batch_threads_->threads() : 1);
   return evaluate_on_ranks(*model_, *data_, rank_, ranks_);
 }
 
-EvalResult evaluate(const LanguageModel& model, const DataSource& data) {
-  NoGradGuard no_grad;
-  Generator unused;
+EvalResult evaluate(const LanguageModel& model, const DataSource& data, int threads) {
+  // Per batch: loss * labelled, labelled, correct; summed in batch order below, so the
+  // result does not depend on which thread evaluated which batch.
+  struct Sums {
+    double loss = 0;
+    int64_t labelled = 0, correct = 0;
+    std::exception_ptr error;
+  };
+  const int64_t n = data.num_eval_batches();
+  std::vector<Sums> per(static_cast<size_t>(n));
+  auto one = [&](int64_t i) {
+    NoGradGuard no_grad;  // per thread
+    Generator unused;
+    const Batch b = data.eval_batch(i);
+    const LossResult r = model.loss(b.inputs, b.labels, false, unused);
+    Sums& s = per[static_cast<size_t>(i)];
+    s.loss = r.loss.item() * static_cast<double>(r.labelled);
+    s.labelled = r.labelled;
+    s.correct = r.correct;
+  };
+  if (threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < n; ++i) {
+      try {
+        one(i);
+      } catch (...) {
+        per[static_cast<size_t>(i)].error = std::current_exception();
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) one(i);
+  }
   double loss_sum = 0;
   int64_t labelled = 0, correct = 0;
-  for (int64_t i = 0; i < data.num_eval_batches(); ++i) {
-    Batch b = data.eval_batch(i);
-    LossResult r = model.loss(b.inputs, b.labels, false, unused);
-    loss_sum += r.loss.item() * static_cast<double>(r.labelled);
-    labelled += r.labelled;
-    correct += r.correct;
+  for (const Sums& s : per) {
+    if (s.error) std::rethrow_exception(s.error);
+    loss_sum += s.loss;
+    labelled += s.labelled;
+    correct += s.correct;
   }
   EvalResult e;
   e.labelled = labelled;

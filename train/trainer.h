@@ -57,7 +57,10 @@ void clear_stop_signal();    // tests
 // optimizer's state are refused: returns "" when allowed, else the reason.
 std::string resume_override_refusal(const std::string& key);
 
-EvalResult evaluate(const LanguageModel& model, const DataSource& data);
+// Loss and accuracy over every evaluation batch. threads > 1 shares the batches out
+// among that many threads, each running its batches alone (for small models, as
+// batch-parallel steps do: training.parallel); the sums are taken in batch order.
+EvalResult evaluate(const LanguageModel& model, const DataSource& data, int threads = 1);
 
 class Trainer {
  public:
