@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,11 @@ Batch make_batch(bool second_slice_unlabelled = false) {
   return Batch{Tensor::from_vector({kB, kL}, in), Tensor::from_vector({kB, kL}, lab)};
 }
 
+std::unique_ptr<LanguageModel> make_model(const std::string& mixer) {
+  Generator init(7);
+  return std::make_unique<LanguageModel>(model_options(mixer), LayerInit{&init, 2, DType::f32});
+}
+
 struct Grads {
   std::vector<std::vector<float>> values;  // per parameter; empty: none
 };
@@ -85,8 +91,8 @@ class BatchThreadsTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(BatchThreadsTest, SlicesOnTwoThreadsGiveTheWholeBatchLossGradientsAndDropoutStream) {
   for (const bool unlabelled_slice : {false, true}) {
     SCOPED_TRACE(unlabelled_slice ? "second slice unlabelled" : "both slices labelled");
-    Generator init(7);
-    LanguageModel model(model_options(GetParam()), LayerInit{&init, 2, DType::f32});
+    const auto owned = make_model(GetParam());
+    LanguageModel& model = *owned;
     const Batch b = make_batch(unlabelled_slice);
 
     Generator whole_gen(11, 4);
@@ -106,11 +112,11 @@ TEST_P(BatchThreadsTest, SlicesOnTwoThreadsGiveTheWholeBatchLossGradientsAndDrop
 }
 
 TEST_P(BatchThreadsTest, ReplicasReadTheWeightsAsTheyAreUpdated) {
-  Generator init(7);
-  LanguageModel model(model_options(GetParam()), LayerInit{&init, 2, DType::f32});
+  const auto owned = make_model(GetParam());
+  LanguageModel& model = *owned;
   BatchThreads threads(model, 2);
   const Batch b = make_batch();
-  Generator g1(11), g2(11);
+  Generator g1(11);
   threads.step(model, b, g1);
   take_grads(model);
   // An optimizer step writes the model's values in place; the replica must see them.
@@ -126,8 +132,8 @@ TEST_P(BatchThreadsTest, ReplicasReadTheWeightsAsTheyAreUpdated) {
 }
 
 TEST_P(BatchThreadsTest, TheSameStepTwiceGivesTheSameBits) {
-  Generator init(7);
-  LanguageModel model(model_options(GetParam()), LayerInit{&init, 2, DType::f32});
+  const auto owned = make_model(GetParam());
+  LanguageModel& model = *owned;
   BatchThreads threads(model, 2);
   const Batch b = make_batch();
   Generator g1(11), g2(11);
@@ -143,11 +149,10 @@ INSTANTIATE_TEST_SUITE_P(Mixers, BatchThreadsTest, ::testing::ValuesIn(mixer_nam
                          [](const auto& info) { return info.param; });
 
 TEST(BatchThreads, RefusesRowsThatDoNotDivide) {
-  Generator init(7);
-  LanguageModel model(model_options("attention"), LayerInit{&init, 2, DType::f32});
-  BatchThreads threads(model, 3);
+  const auto model = make_model("attention");
+  BatchThreads threads(*model, 3);
   Generator g(1);
-  EXPECT_THROW(threads.step(model, make_batch(), g), std::invalid_argument);
+  EXPECT_THROW(threads.step(*model, make_batch(), g), std::invalid_argument);
 }
 
 TEST(BatchThreads, ATrainingRunRefusesABatchThatDoesNotDivideAmongTheThreads) {
@@ -177,9 +182,8 @@ TEST(BatchThreads, EvaluationSharedAmongThreadsEqualsTheSerialOne) {
   d.recall.num_test_examples = 37;  // 10 batches of 4, the last one short
   const auto data = make_data_source(d, 4, 0);
   for (const std::string& mixer : mixer_names()) {
-    Generator init(7);
-    LanguageModel model(model_options(mixer), LayerInit{&init, 2, DType::f32});
-    const EvalResult one = evaluate(model, *data, 1), two = evaluate(model, *data, 2);
+    const auto model = make_model(mixer);
+    const EvalResult one = evaluate(*model, *data, 1), two = evaluate(*model, *data, 2);
     EXPECT_EQ(two.labelled, one.labelled) << mixer;
     EXPECT_GT(one.labelled, 0) << mixer;
     EXPECT_NEAR(two.loss, one.loss, 1e-6 * one.loss) << mixer;
