@@ -3,6 +3,8 @@
 // clear message; checkpoints resume exactly.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -129,11 +131,18 @@ TEST(Train, NonFiniteLossStopsWithAClearMessage) {
 NamedTensors final_params(const fs::path& dir) { return read_checkpoint((dir / "checkpoint.h5").string()).params; }
 
 TEST(Train, ResumeFromAPeriodicCheckpointIsBitIdentical) {
-  for (const char* mixer : {"attention", "mamba"}) {
+  // Two threads, so that batch-parallel steps run whatever OMP_NUM_THREADS says.
+  const int threads_before = omp_get_max_threads();
+  omp_set_num_threads(2);
+  const std::pair<const char*, const char*> cases[] = {
+      {"ops", "attention"}, {"ops", "mamba"}, {"batch", "attention"}, {"batch", "mamba"}};
+  for (const auto& [parallel, mixer] : cases) {
+    SCOPED_TRACE(std::string("training.parallel: ") + parallel);
     // Dropout on, so that the resumed run must also restore the dropout stream.
     const std::vector<std::string> ov = {std::string("model.mixer.type=") + mixer, "training.epochs=0",
                                          "training.steps=40", "training.checkpoint_interval=15",
-                                         "training.early_stop_accuracy=0", "model.dropout=0.1", "schedule.warmup_steps=10"};
+                                         "training.early_stop_accuracy=0", "model.dropout=0.1", "schedule.warmup_steps=10",
+                                         std::string("training.parallel=") + parallel};
     const fs::path a = temp_dir(std::string("full_") + mixer), b = temp_dir(std::string("cut_") + mixer);
     Config cfg = parse_config(kTinyMqar, "tiny_mqar.yaml", ov);
     Trainer(cfg, a.string()).run();
@@ -153,6 +162,7 @@ TEST(Train, ResumeFromAPeriodicCheckpointIsBitIdentical) {
     fs::remove_all(a);
     fs::remove_all(b);
   }
+  omp_set_num_threads(threads_before);
 }
 
 }  // namespace
