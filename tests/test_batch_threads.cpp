@@ -194,12 +194,12 @@ TEST(BatchThreads, EvaluationSharedAmongThreadsEqualsTheSerialOne) {
 TEST(BatchThreads, AutoChoosesBatchStepsForSmallModelsOnly) {
   ModelOptions small = model_options("attention");
   small.d_model = 64;
-  EXPECT_TRUE(batch_parallel_pays(small, 64, 64, 2));
-  EXPECT_FALSE(batch_parallel_pays(small, 63, 64, 2));  // does not divide
-  EXPECT_FALSE(batch_parallel_pays(small, 64, 64, 1));  // one thread
+  EXPECT_TRUE(batch_parallel_pays(small, 64, 2));
+  EXPECT_FALSE(batch_parallel_pays(small, 63, 2));  // does not divide
+  EXPECT_FALSE(batch_parallel_pays(small, 64, 1));  // one thread
   ModelOptions gpt2 = small;
   gpt2.d_model = 768;
-  EXPECT_FALSE(batch_parallel_pays(gpt2, 8, 1024, 2));
+  EXPECT_FALSE(batch_parallel_pays(gpt2, 8, 2));
 }
 
 }  // namespace

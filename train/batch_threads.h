@@ -53,6 +53,6 @@ class BatchThreads {
 
 // Whether training.parallel: auto chooses batch-parallel steps for this model and
 // batch on `threads` threads (the rule and its measurements: batch_threads.cpp).
-bool batch_parallel_pays(const ModelOptions& model, int64_t batch_size, int64_t seq_len, int threads);
+bool batch_parallel_pays(const ModelOptions& model, int64_t batch_size, int threads);
 
 }  // namespace seqmix
