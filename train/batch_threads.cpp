@@ -148,4 +148,8 @@ bool batch_parallel_pays(const ModelOptions& model, int64_t batch_size, int thre
   return model.d_model <= 256;
 }
 
+bool batch_parallel_chosen(const std::string& parallel, const ModelOptions& model, int64_t batch_size, int threads) {
+  return parallel == "batch" || (parallel == "auto" && batch_parallel_pays(model, batch_size, threads));
+}
+
 }  // namespace seqmix

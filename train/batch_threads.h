@@ -17,6 +17,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/random.h"
@@ -54,5 +55,9 @@ class BatchThreads {
 // Whether training.parallel: auto chooses batch-parallel steps for this model and
 // batch on `threads` threads (the rule and its measurements: batch_threads.cpp).
 bool batch_parallel_pays(const ModelOptions& model, int64_t batch_size, int threads);
+
+// training.parallel resolved: batch, or auto where batch_parallel_pays. For one process;
+// the trainer refuses batch on MPI ranks and keeps auto op-parallel there.
+bool batch_parallel_chosen(const std::string& parallel, const ModelOptions& model, int64_t batch_size, int threads);
 
 }  // namespace seqmix

@@ -140,8 +140,7 @@ int cmd_eval(const EvalArgs& args, std::ostream& out) {
   // Small models evaluate a batch per thread, as they train (training.parallel).
   const int threads = omp_get_max_threads();
   const TrainingConfig& t = lm.config.training;
-  const bool by_batch =
-      t.parallel == "batch" || (t.parallel == "auto" && batch_parallel_pays(lm.config.model, t.batch_size, threads));
+  const bool by_batch = batch_parallel_chosen(t.parallel, lm.config.model, t.batch_size, threads);
   EvalResult e = evaluate(*lm.model, *data, by_batch ? threads : 1);
   nlohmann::json j;
   j["checkpoint"] = lm.path;

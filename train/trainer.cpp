@@ -251,9 +251,7 @@ Trainer::Trainer(const Config& config, const std::string& out_dir) : config_(con
                       " threads (OMP_NUM_THREADS) an equal slice of the batch, and training.batch_size = " +
                       std::to_string(t.batch_size) + " does not divide among them; choose a multiple of " +
                       std::to_string(threads) + " or training.parallel: ops");
-  const bool batch = t.parallel == "batch" ||
-                     (t.parallel == "auto" && ranks_ == 1 &&
-                      batch_parallel_pays(config_.model, t.batch_size, threads));
+  const bool batch = ranks_ == 1 && batch_parallel_chosen(t.parallel, config_.model, t.batch_size, threads);
   if (batch && threads > 1) batch_threads_ = std::make_unique<BatchThreads>(*model_, threads);
   if (batch_threads_)
     spdlog::info("batch-parallel steps (training.parallel: {}): {} threads, {} sequences each", t.parallel, threads,
